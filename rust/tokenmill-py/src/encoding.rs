@@ -1,0 +1,253 @@
+//! `CoreBPE`: the tiktoken-style encoding. The Python class `tokenmill.Encoding` wraps it and
+//! holds the policy (argument defaults, surrogate handling, pickling).
+
+use numpy::PyArray1;
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyString};
+use tokenmill_core::encoding::{par_map, SpecialFilter};
+use tokenmill_core::{tiktoken_file, Encoding, Rank};
+
+use crate::run;
+
+#[pyclass(module = "tokenmill._core", frozen, name = "CoreBPE")]
+pub struct CoreBpe {
+    pub(crate) inner: Encoding,
+}
+
+fn extract_ranks(ranks: &Bound<'_, PyDict>) -> PyResult<Vec<(Vec<u8>, Rank)>> {
+    let mut out = Vec::with_capacity(ranks.len());
+    for (k, v) in ranks.iter() {
+        let k = k.cast::<PyBytes>().map_err(|_| {
+            pyo3::exceptions::PyTypeError::new_err("mergeable_ranks keys must be bytes")
+        })?;
+        out.push((k.as_bytes().to_vec(), v.extract::<Rank>()?));
+    }
+    Ok(out)
+}
+
+fn extract_specials(specials: &Bound<'_, PyDict>) -> PyResult<Vec<(String, Rank)>> {
+    specials.iter().map(|(k, v)| Ok((k.extract::<String>()?, v.extract::<Rank>()?))).collect()
+}
+
+/// `"all"` or `True` -> All; `None`/`False`/empty -> Nothing; otherwise a collection of names.
+fn special_filter(enc: &Encoding, obj: &Bound<'_, PyAny>) -> PyResult<SpecialFilter> {
+    if obj.is_none() {
+        return Ok(SpecialFilter::Nothing);
+    }
+    if let Ok(b) = obj.cast::<PyBool>() {
+        return Ok(if b.is_true() { SpecialFilter::All } else { SpecialFilter::Nothing });
+    }
+    if let Ok(s) = obj.cast::<PyString>() {
+        if s.to_str()? == "all" {
+            return Ok(SpecialFilter::All);
+        }
+        return Err(pyo3::exceptions::PyTypeError::new_err(
+            "special-token sets must be \"all\" or a collection of strings",
+        ));
+    }
+    let mut names = Vec::new();
+    for item in obj.try_iter()? {
+        names.push(item?.extract::<String>()?);
+    }
+    if names.is_empty() {
+        return Ok(SpecialFilter::Nothing);
+    }
+    Ok(enc.specials().filter(names.iter().map(String::as_str)))
+}
+
+/// tiktoken's defaults: `disallowed="all"` means every special token not allowed.
+fn filters(
+    enc: &Encoding,
+    allowed: &Bound<'_, PyAny>,
+    disallowed: &Bound<'_, PyAny>,
+) -> PyResult<(SpecialFilter, SpecialFilter)> {
+    let allowed = special_filter(enc, allowed)?;
+    let disallowed = match special_filter(enc, disallowed)? {
+        SpecialFilter::All => match &allowed {
+            SpecialFilter::All => SpecialFilter::Nothing,
+            SpecialFilter::Nothing => SpecialFilter::All,
+            SpecialFilter::Only(v) => SpecialFilter::Only(v.iter().map(|b| !b).collect()),
+        },
+        other => other,
+    };
+    Ok((allowed, disallowed))
+}
+
+#[pymethods]
+impl CoreBpe {
+    #[new]
+    fn new(
+        py: Python<'_>,
+        mergeable_ranks: &Bound<'_, PyDict>,
+        special_tokens: &Bound<'_, PyDict>,
+        pattern: &str,
+    ) -> PyResult<Self> {
+        let ranks = extract_ranks(mergeable_ranks)?;
+        let specials = extract_specials(special_tokens)?;
+        let pattern = pattern.to_string();
+        let inner = run(py, move || Encoding::new(&pattern, ranks, specials))?;
+        Ok(CoreBpe { inner })
+    }
+
+    /// Builds an encoding straight from the bytes of a `.tiktoken` file (parsed in Rust).
+    #[staticmethod]
+    fn from_tiktoken_bytes(
+        py: Python<'_>,
+        contents: &[u8],
+        source_name: &str,
+        special_tokens: &Bound<'_, PyDict>,
+        pattern: &str,
+    ) -> PyResult<Self> {
+        let specials = extract_specials(special_tokens)?;
+        let inner = run(py, || {
+            let ranks = tiktoken_file::parse(contents, source_name)?;
+            Encoding::new(pattern, ranks, specials)
+        })?;
+        Ok(CoreBpe { inner })
+    }
+
+    /// Parses a `.tiktoken` file's bytes into a {token bytes: rank} dict.
+    #[staticmethod]
+    fn parse_tiktoken_bytes<'py>(py: Python<'py>, contents: &[u8], source_name: &str) -> PyResult<Bound<'py, PyDict>> {
+        let ranks = run(py, || tiktoken_file::parse(contents, source_name))?;
+        let d = PyDict::new(py);
+        for (b, r) in ranks {
+            d.set_item(PyBytes::new(py, &b), r)?;
+        }
+        Ok(d)
+    }
+
+    #[getter]
+    fn pattern(&self) -> &str {
+        self.inner.pattern()
+    }
+
+    #[getter]
+    fn is_fast(&self) -> bool {
+        self.inner.pretokenizer().is_fast()
+    }
+
+    #[getter]
+    fn n_vocab(&self) -> usize {
+        self.inner.n_vocab()
+    }
+
+    fn mergeable_ranks<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (b, r) in self.inner.bpe().vocab() {
+            d.set_item(PyBytes::new(py, b), r)?;
+        }
+        Ok(d)
+    }
+
+    fn special_tokens<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (name, id) in self.inner.specials().iter() {
+            d.set_item(name, id)?;
+        }
+        Ok(d)
+    }
+
+    // ------------------------------------------------------------------ encoding
+
+    fn encode_ordinary(&self, py: Python<'_>, text: &str) -> PyResult<Vec<Rank>> {
+        run(py, || self.inner.encode_ordinary(text))
+    }
+
+    fn encode(
+        &self,
+        py: Python<'_>,
+        text: &str,
+        allowed_special: &Bound<'_, PyAny>,
+        disallowed_special: &Bound<'_, PyAny>,
+    ) -> PyResult<Vec<Rank>> {
+        let (allowed, disallowed) = filters(&self.inner, allowed_special, disallowed_special)?;
+        run(py, || self.inner.encode(text, &allowed, &disallowed))
+    }
+
+    /// Like `encode`, but hands the ids to numpy without a copy.
+    fn encode_to_numpy<'py>(
+        &self,
+        py: Python<'py>,
+        text: &str,
+        allowed_special: &Bound<'py, PyAny>,
+        disallowed_special: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray1<Rank>>> {
+        let (allowed, disallowed) = filters(&self.inner, allowed_special, disallowed_special)?;
+        let ids = run(py, || self.inner.encode(text, &allowed, &disallowed))?;
+        Ok(PyArray1::from_vec(py, ids))
+    }
+
+    #[pyo3(signature = (texts, num_threads))]
+    fn encode_ordinary_batch(&self, py: Python<'_>, texts: Vec<PyBackedStr>, num_threads: usize) -> PyResult<Vec<Vec<Rank>>> {
+        run(py, || {
+            par_map(&texts, num_threads, |t| self.inner.encode_ordinary(t)).into_iter().collect()
+        })
+    }
+
+    #[pyo3(signature = (texts, allowed_special, disallowed_special, num_threads))]
+    fn encode_batch(
+        &self,
+        py: Python<'_>,
+        texts: Vec<PyBackedStr>,
+        allowed_special: &Bound<'_, PyAny>,
+        disallowed_special: &Bound<'_, PyAny>,
+        num_threads: usize,
+    ) -> PyResult<Vec<Vec<Rank>>> {
+        let (allowed, disallowed) = filters(&self.inner, allowed_special, disallowed_special)?;
+        run(py, || {
+            par_map(&texts, num_threads, |t| self.inner.encode(t, &allowed, &disallowed)).into_iter().collect()
+        })
+    }
+
+    fn encode_with_unstable(
+        &self,
+        py: Python<'_>,
+        text: &str,
+        allowed_special: &Bound<'_, PyAny>,
+        disallowed_special: &Bound<'_, PyAny>,
+    ) -> PyResult<(Vec<Rank>, Vec<Vec<Rank>>)> {
+        let (allowed, disallowed) = filters(&self.inner, allowed_special, disallowed_special)?;
+        run(py, || {
+            self.inner.check_disallowed(text, &disallowed)?;
+            self.inner.encode_with_unstable(text, &allowed)
+        })
+    }
+
+    fn encode_single_token(&self, piece: &[u8]) -> PyResult<Rank> {
+        self.inner.encode_single_token(piece).map_err(crate::errors::to_py)
+    }
+
+    fn encode_single_piece(&self, py: Python<'_>, piece: &[u8]) -> PyResult<Vec<Rank>> {
+        run(py, || self.inner.encode_single_piece(piece))
+    }
+
+    // ------------------------------------------------------------------ decoding
+
+    fn decode_bytes<'py>(&self, py: Python<'py>, tokens: Vec<Rank>) -> PyResult<Bound<'py, PyBytes>> {
+        let bytes = run(py, || self.inner.decode_bytes(&tokens))?;
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    fn decode_single_token_bytes<'py>(&self, py: Python<'py>, token: Rank) -> PyResult<Bound<'py, PyBytes>> {
+        let b = self.inner.token_bytes(token).map_err(crate::errors::to_py)?;
+        Ok(PyBytes::new(py, b))
+    }
+
+    fn decode_tokens_bytes<'py>(&self, py: Python<'py>, tokens: Vec<Rank>) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        tokens
+            .iter()
+            .map(|&t| Ok(PyBytes::new(py, self.inner.token_bytes(t).map_err(crate::errors::to_py)?)))
+            .collect()
+    }
+
+    fn token_byte_values<'py>(&self, py: Python<'py>) -> Vec<Bound<'py, PyBytes>> {
+        self.inner.token_byte_values().into_iter().map(|b| PyBytes::new(py, b)).collect()
+    }
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<CoreBpe>()
+}
+
