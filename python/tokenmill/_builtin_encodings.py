@@ -4,7 +4,8 @@ file locations and hashes). Their files are read from tiktoken's cache or a loca
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tokenmill.load import data_gym_to_mergeable_bpe_ranks, load_tiktoken_bpe
 
@@ -107,7 +108,12 @@ def p50k_edit() -> dict[str, Any]:
         "name": "p50k_edit",
         "pat_str": R50K_PAT_STR,
         "mergeable_ranks": _p50k_ranks(),
-        "special_tokens": {ENDOFTEXT: 50256, FIM_PREFIX: 50281, FIM_MIDDLE: 50282, FIM_SUFFIX: 50283},
+        "special_tokens": {
+            ENDOFTEXT: 50256,
+            FIM_PREFIX: 50281,
+            FIM_MIDDLE: 50282,
+            FIM_SUFFIX: 50283,
+        },
     }
 
 

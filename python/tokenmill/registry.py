@@ -81,7 +81,9 @@ def _find_constructors() -> dict[str, Callable[[], dict[str, Any]]]:
                 ) from e
             for name, constructor in constructors.items():
                 if name in found:
-                    raise ValueError(f"Duplicate encoding name {name} in tiktoken plugin {mod_name}")
+                    raise ValueError(
+                        f"Duplicate encoding name {name} in tiktoken plugin {mod_name}"
+                    )
                 found[name] = constructor
         _constructors = found
         return found

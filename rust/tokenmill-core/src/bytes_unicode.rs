@@ -17,7 +17,9 @@ fn tables() -> &'static Tables {
         let mut char_to_byte = [-1i16; 0x144];
         let mut next = 256u32;
         for b in 0..256u32 {
-            let printable = (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+            let printable = (0x21..=0x7e).contains(&b)
+                || (0xa1..=0xac).contains(&b)
+                || (0xae..=0xff).contains(&b);
             let cp = if printable {
                 b
             } else {
@@ -28,7 +30,10 @@ fn tables() -> &'static Tables {
             byte_to_char[b as usize] = c;
             char_to_byte[cp as usize] = b as i16;
         }
-        Tables { byte_to_char, char_to_byte }
+        Tables {
+            byte_to_char,
+            char_to_byte,
+        }
     })
 }
 
@@ -67,7 +72,10 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for b in 0..=255u8 {
             let c = byte_to_char(b);
-            assert!(!c.is_whitespace() && !c.is_control(), "byte {b} maps to {c:?}");
+            assert!(
+                !c.is_whitespace() && !c.is_control(),
+                "byte {b} maps to {c:?}"
+            );
             assert!(seen.insert(c));
             assert_eq!(char_to_byte(c), Some(b));
         }

@@ -63,14 +63,20 @@ impl SpecialTokens {
         let mut by_id = FxHashMap::default();
         for (name, id) in specials {
             if name.is_empty() {
-                return Err(Error::InvalidVocab("a special token cannot be the empty string".into()));
+                return Err(Error::InvalidVocab(
+                    "a special token cannot be the empty string".into(),
+                ));
             }
             if by_name.contains_key(&name) {
-                return Err(Error::InvalidVocab(format!("duplicate special token {name:?}")));
+                return Err(Error::InvalidVocab(format!(
+                    "duplicate special token {name:?}"
+                )));
             }
             if let Some(&other) = by_id.get(&id) {
                 let other: &String = &names[other];
-                return Err(Error::InvalidVocab(format!("special tokens {other:?} and {name:?} share id {id}")));
+                return Err(Error::InvalidVocab(format!(
+                    "special tokens {other:?} and {name:?} share id {id}"
+                )));
             }
             by_name.insert(name.clone(), names.len());
             by_id.insert(id, names.len());
@@ -89,7 +95,14 @@ impl SpecialTokens {
         };
         let splitter = build(MatchKind::LeftmostLongest)?;
         let overlapping = build(MatchKind::Standard)?;
-        Ok(SpecialTokens { names, ids, by_name, by_id, splitter, overlapping })
+        Ok(SpecialTokens {
+            names,
+            ids,
+            by_name,
+            by_id,
+            splitter,
+            overlapping,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -101,7 +114,10 @@ impl SpecialTokens {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, Rank)> + '_ {
-        self.names.iter().map(String::as_str).zip(self.ids.iter().copied())
+        self.names
+            .iter()
+            .map(String::as_str)
+            .zip(self.ids.iter().copied())
     }
 
     pub fn index_of(&self, name: &str) -> Option<usize> {
@@ -159,7 +175,12 @@ impl SpecialTokens {
     }
 
     /// The next special token at or after `from` that `allowed` contains: (start, end, id).
-    fn next_allowed(&self, text: &str, mut from: usize, allowed: &SpecialFilter) -> Option<(usize, usize, Rank)> {
+    fn next_allowed(
+        &self,
+        text: &str,
+        mut from: usize,
+        allowed: &SpecialFilter,
+    ) -> Option<(usize, usize, Rank)> {
         let ac = self.splitter.as_ref()?;
         while from < text.len() {
             let m = ac.find(Input::new(text).span(from..text.len()))?;
@@ -190,7 +211,11 @@ pub struct Encoding {
 }
 
 impl Encoding {
-    pub fn new(pattern: &str, ranks: Vec<(Vec<u8>, Rank)>, specials: Vec<(String, Rank)>) -> Result<Self> {
+    pub fn new(
+        pattern: &str,
+        ranks: Vec<(Vec<u8>, Rank)>,
+        specials: Vec<(String, Rank)>,
+    ) -> Result<Self> {
         let pretok = Pretokenizer::new(pattern)?;
         let bpe = Bpe::from_ranks(ranks)?;
         Self::from_parts(pretok, bpe, SpecialTokens::new(specials)?)
@@ -204,7 +229,12 @@ impl Encoding {
                 )));
             }
         }
-        Ok(Encoding { pretok, bpe, specials, sorted: OnceLock::new() })
+        Ok(Encoding {
+            pretok,
+            bpe,
+            specials,
+            sorted: OnceLock::new(),
+        })
     }
 
     pub fn pattern(&self) -> &str {
@@ -225,7 +255,13 @@ impl Encoding {
 
     /// One past the largest id, ordinary or special (tiktoken's `max_token_value + 1`).
     pub fn n_vocab(&self) -> usize {
-        let max_special = self.specials.ids.iter().map(|&i| i as usize + 1).max().unwrap_or(0);
+        let max_special = self
+            .specials
+            .ids
+            .iter()
+            .map(|&i| i as usize + 1)
+            .max()
+            .unwrap_or(0);
         self.bpe.n_slots().max(max_special)
     }
 
@@ -255,7 +291,11 @@ impl Encoding {
 
     /// tiktoken's `encode`: special tokens in `allowed` become their ids, any other special-token
     /// text is encoded as ordinary text. Also returns the token count of the last piece.
-    pub fn encode_with_last_piece(&self, text: &str, allowed: &SpecialFilter) -> Result<(Vec<Rank>, usize)> {
+    pub fn encode_with_last_piece(
+        &self,
+        text: &str,
+        allowed: &SpecialFilter,
+    ) -> Result<(Vec<Rank>, usize)> {
         let mut out = Vec::with_capacity(text.len() / 3);
         if allowed.is_empty() {
             let last = self.encode_ordinary_into(text, &mut out)?;
@@ -279,14 +319,21 @@ impl Encoding {
     }
 
     /// The full tiktoken `encode`: raise on disallowed special tokens, then encode.
-    pub fn encode(&self, text: &str, allowed: &SpecialFilter, disallowed: &SpecialFilter) -> Result<Vec<Rank>> {
+    pub fn encode(
+        &self,
+        text: &str,
+        allowed: &SpecialFilter,
+        disallowed: &SpecialFilter,
+    ) -> Result<Vec<Rank>> {
         self.check_disallowed(text, disallowed)?;
         Ok(self.encode_with_last_piece(text, allowed)?.0)
     }
 
     pub fn check_disallowed(&self, text: &str, disallowed: &SpecialFilter) -> Result<()> {
         match self.specials.find_any(text, disallowed) {
-            Some(token) => Err(Error::DisallowedSpecial { token: token.to_string() }),
+            Some(token) => Err(Error::DisallowedSpecial {
+                token: token.to_string(),
+            }),
             None => Ok(()),
         }
     }
@@ -347,7 +394,10 @@ impl Encoding {
 
     /// All ordinary token byte strings, sorted (tiktoken's `token_byte_values`).
     pub fn token_byte_values(&self) -> Vec<&[u8]> {
-        self.sorted_ids().iter().filter_map(|&id| self.bpe.token_bytes(id)).collect()
+        self.sorted_ids()
+            .iter()
+            .filter_map(|&id| self.bpe.token_bytes(id))
+            .collect()
     }
 
     /// Ids of ordinary tokens whose bytes start with `prefix`, in byte order.
@@ -362,7 +412,11 @@ impl Encoding {
     /// tiktoken's `encode_with_unstable`: the stable prefix of the encoding, and every token
     /// sequence the unstable tail could become once more text is appended. Completions come back
     /// sorted (tiktoken returns them in hash order).
-    pub fn encode_with_unstable(&self, text: &str, allowed: &SpecialFilter) -> Result<(Vec<Rank>, Vec<Vec<Rank>>)> {
+    pub fn encode_with_unstable(
+        &self,
+        text: &str,
+        allowed: &SpecialFilter,
+    ) -> Result<(Vec<Rank>, Vec<Vec<Rank>>)> {
         let (mut tokens, mut last) = self.encode_with_last_piece(text, allowed)?;
         if last == 0 {
             return Ok((tokens, Vec::new()));
@@ -370,7 +424,9 @@ impl Encoding {
         // Regex splits at whitespace can disappear when text is appended (e.g. "\n" + " "), so
         // trailing all-whitespace tokens are treated as unstable too, as tiktoken does.
         let all_space = |id: Rank| {
-            self.bpe.token_bytes(id).is_some_and(|b| b.iter().all(|c| matches!(c, b' ' | b'\n' | b'\t')))
+            self.bpe
+                .token_bytes(id)
+                .is_some_and(|b| b.iter().all(|c| matches!(c, b' ' | b'\n' | b'\t')))
         };
         if all_space(tokens[tokens.len() - last]) {
             while last < tokens.len() && all_space(tokens[tokens.len() - last - 1]) {
@@ -441,7 +497,11 @@ fn decode_last_utf8(bytes: &[u8]) -> (Option<char>, usize) {
 
 /// Maps `f` over `items` on up to `threads` scoped threads (dynamic scheduling, so one long
 /// document does not hold up a whole chunk). Order is preserved.
-pub fn par_map<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+pub fn par_map<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
     let threads = threads.clamp(1, items.len().max(1));
     if threads == 1 {
         return items.iter().map(f).collect();
@@ -464,14 +524,20 @@ pub fn par_map<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> 
             .collect();
         workers
             .into_iter()
-            .map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
             .collect()
     });
     let mut slots: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
     for (i, r) in per_thread.into_iter().flatten() {
         slots[i] = Some(r);
     }
-    slots.into_iter().map(|r| r.expect("every index is processed exactly once")).collect()
+    slots
+        .into_iter()
+        .map(|r| r.expect("every index is processed exactly once"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -480,10 +546,18 @@ mod tests {
 
     fn toy() -> Encoding {
         let mut v: Vec<(Vec<u8>, Rank)> = (0..=255u8).map(|b| (vec![b], b as Rank)).collect();
-        for (i, t) in ["he", "ll", "hell", "hello", " w", " wo", "or", "ld", " world"].iter().enumerate() {
+        for (i, t) in [
+            "he", "ll", "hell", "hello", " w", " wo", "or", "ld", " world",
+        ]
+        .iter()
+        .enumerate()
+        {
             v.push((t.as_bytes().to_vec(), 256 + i as Rank));
         }
-        let specials = vec![("<|eot|>".to_string(), 1000), ("<|eot|>x".to_string(), 1001)];
+        let specials = vec![
+            ("<|eot|>".to_string(), 1000),
+            ("<|eot|>x".to_string(), 1001),
+        ];
         Encoding::new(r"\w+| ?\w+|\s+|[^\w\s]+", v, specials).unwrap()
     }
 
@@ -497,18 +571,29 @@ mod tests {
         // Longest special wins at the same position.
         assert_eq!(e.encode("<|eot|>x", &all, &none).unwrap(), vec![1001]);
         let err = e.encode("hello<|eot|>", &none, &all).unwrap_err();
-        assert_eq!(err, Error::DisallowedSpecial { token: "<|eot|>".into() });
+        assert_eq!(
+            err,
+            Error::DisallowedSpecial {
+                token: "<|eot|>".into()
+            }
+        );
         let plain = e.encode("hello<|eot|>", &none, &none).unwrap();
         assert_eq!(e.decode_bytes(&plain).unwrap(), b"hello<|eot|>");
         assert!(plain.iter().all(|&t| t < 1000));
         let only_x = e.specials().filter(["<|eot|>x"]);
-        assert_eq!(e.encode("<|eot|>", &only_x, &none).unwrap(), e.encode_ordinary("<|eot|>").unwrap());
+        assert_eq!(
+            e.encode("<|eot|>", &only_x, &none).unwrap(),
+            e.encode_ordinary("<|eot|>").unwrap()
+        );
     }
 
     #[test]
     fn decode_errors_name_the_id() {
         let e = toy();
-        assert_eq!(e.decode_bytes(&[5000]).unwrap_err(), Error::UnknownTokenId(5000));
+        assert_eq!(
+            e.decode_bytes(&[5000]).unwrap_err(),
+            Error::UnknownTokenId(5000)
+        );
         assert_eq!(e.token_bytes(1000).unwrap(), b"<|eot|>");
     }
 
@@ -522,13 +607,19 @@ mod tests {
     #[test]
     fn par_map_preserves_order() {
         let items: Vec<usize> = (0..1000).collect();
-        assert_eq!(par_map(&items, 4, |x| x * 2), items.iter().map(|x| x * 2).collect::<Vec<_>>());
+        assert_eq!(
+            par_map(&items, 4, |x| x * 2),
+            items.iter().map(|x| x * 2).collect::<Vec<_>>()
+        );
     }
 
     #[test]
     fn decode_last_utf8_matches_bstr_convention() {
         assert_eq!(decode_last_utf8(b"ab "), (Some(' '), 1));
-        assert_eq!(decode_last_utf8("a\u{3000}".as_bytes()), (Some('\u{3000}'), 3));
+        assert_eq!(
+            decode_last_utf8("a\u{3000}".as_bytes()),
+            (Some('\u{3000}'), 3)
+        );
         assert_eq!(decode_last_utf8(b"a\xe3\x80"), (None, 1));
     }
 }

@@ -8,7 +8,10 @@ pub enum Error {
     /// A tokenizer file (or in-memory description) is malformed. `source_name` names the file or
     /// argument, `message` the problem and, where there is one, the line.
     #[error("{source_name}: {message}")]
-    InvalidFile { source_name: String, message: String },
+    InvalidFile {
+        source_name: String,
+        message: String,
+    },
 
     /// The vocabulary itself is inconsistent (duplicate ranks, missing single bytes, ...).
     #[error("invalid vocabulary: {0}")]
@@ -54,6 +57,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn file(source_name: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::InvalidFile { source_name: source_name.into(), message: message.into() }
+        Error::InvalidFile {
+            source_name: source_name.into(),
+            message: message.into(),
+        }
     }
 }

@@ -7,11 +7,13 @@
 //! offsets. Whatever the file asks for that is not reproduced exactly is refused with
 //! [`Error::Unsupported`] naming the feature, never approximated.
 
+use std::borrow::Cow;
+
 use aho_corasick::{AhoCorasick, MatchKind};
 use rustc_hash::FxHashMap;
 use serde_json::Value;
 
-use crate::bpe::{Bpe, MissingByte, Span};
+use crate::bpe::{Bpe, MissingByte};
 use crate::bytes_unicode;
 use crate::encoding::{par_map, Encoding, SpecialTokens};
 use crate::error::{Error, Result};
@@ -19,7 +21,8 @@ use crate::pretokenize::Pretokenizer;
 use crate::Rank;
 
 /// The regex of the ByteLevel pre-tokenizer when `use_regex` is true.
-pub const GPT2_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+pub const GPT2_PATTERN: &str =
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Behavior {
@@ -39,20 +42,38 @@ enum Matcher {
 
 #[derive(Debug, Clone)]
 enum PreStep {
-    Split { matcher: Matcher, behavior: Behavior, invert: bool },
-    ByteLevel { add_prefix_space: bool, regex: Option<Pretokenizer> },
+    Split {
+        matcher: Matcher,
+        behavior: Behavior,
+        invert: bool,
+    },
+    ByteLevel {
+        add_prefix_space: bool,
+        regex: Option<Pretokenizer>,
+    },
 }
 
 #[derive(Debug, Clone)]
 enum TemplatePiece {
-    Special { ids: Vec<Rank>, tokens: Vec<String>, type_id: u32 },
-    Sequence { type_id: u32 },
+    Special {
+        ids: Vec<Rank>,
+        tokens: Vec<String>,
+        type_id: u32,
+    },
+    Sequence {
+        type_id: u32,
+    },
 }
 
 #[derive(Debug, Clone)]
 enum PostStep {
-    ByteLevel { trim_offsets: bool, add_prefix_space: bool },
-    Template { single: Vec<TemplatePiece> },
+    ByteLevel {
+        trim_offsets: bool,
+        add_prefix_space: bool,
+    },
+    Template {
+        single: Vec<TemplatePiece>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -76,12 +97,13 @@ struct AddedMatcher {
 pub struct HfEncoding {
     pub ids: Vec<Rank>,
     pub type_ids: Vec<u32>,
-    /// Token strings as written in the vocabulary.
-    pub tokens: Vec<String>,
     /// (start, end) in characters (Unicode scalar values) of the input text.
     pub offsets: Vec<(usize, usize)>,
     pub special_tokens_mask: Vec<u32>,
     pub attention_mask: Vec<u32>,
+    /// Token strings that do not come from the model vocabulary (added and template tokens),
+    /// by position, in order; see [`HfTokenizer::tokens`].
+    overrides: Vec<(usize, String)>,
 }
 
 /// A byte-level BPE tokenizer loaded from a `tokenizer.json`.
@@ -99,8 +121,8 @@ pub struct HfTokenizer {
     /// Vocabulary strings by id and back (model vocabulary only).
     id_to_str: Vec<Option<String>>,
     str_to_id: FxHashMap<String, Rank>,
-    /// What the ByteLevel decoder turns each id into.
-    decoded: FxHashMap<Rank, Vec<u8>>,
+    /// What the decoder turns each added token into (model tokens decode from `bpe`).
+    decoded_added: FxHashMap<Rank, Vec<u8>>,
     decoder_byte_level: bool,
 }
 
@@ -127,124 +149,150 @@ fn is_null_or_empty(v: Option<&Value>) -> bool {
 impl HfTokenizer {
     /// Parses `tokenizer.json` contents. `source_name` names the file in errors.
     pub fn from_json(json: &str, source_name: &str) -> Result<Self> {
-        let root: Value = serde_json::from_str(json)
-            .map_err(|e| Error::file(source_name, format!("not valid JSON: {e}")))?;
         let bad = |msg: String| Error::file(source_name, msg);
-        if !root.is_object() {
-            return Err(bad("expected a JSON object at the top level".into()));
-        }
+        let root: RootRepr = serde_json::from_str(json)
+            .map_err(|e| bad(format!("not a valid tokenizer.json: {e}")))?;
 
         // --- normalizer: byte-level BPE files have none.
-        match root.get("normalizer") {
-            None | Some(Value::Null) => {}
-            Some(n) => {
-                return Err(unsupported(format!(
-                    "normalizer {:?} (only byte-level BPE without a normalizer is supported)",
-                    get_str(n, "type").unwrap_or("?")
-                )))
-            }
+        if !root.normalizer.is_null() {
+            return Err(unsupported(format!(
+                "normalizer {:?} (only byte-level BPE without a normalizer is supported)",
+                get_str(&root.normalizer, "type").unwrap_or("?")
+            )));
         }
-        for key in ["truncation", "padding"] {
-            if !matches!(root.get(key), None | Some(Value::Null)) {
-                return Err(unsupported(format!("{key} settings in the file")));
-            }
+        if !root.truncation.is_null() || !root.padding.is_null() {
+            return Err(unsupported("truncation or padding settings in the file"));
         }
 
-        // --- model
-        let model = root.get("model").ok_or_else(|| bad("no \"model\" section".into()))?;
-        let model_type = get_str(model, "type").unwrap_or(if model.get("merges").is_some() { "BPE" } else { "?" });
+        // --- model: checked field by field before the large vocab and merges are parsed.
+        let model_raw = root
+            .model
+            .ok_or_else(|| bad("no \"model\" section".into()))?;
+        let model: ModelRepr =
+            serde_json::from_str(model_raw.get()).map_err(|e| bad(format!("model: {e}")))?;
+        let model_type =
+            model
+                .ty
+                .as_deref()
+                .unwrap_or(if model.merges.is_some() { "BPE" } else { "?" });
         if model_type != "BPE" {
-            return Err(unsupported(format!("model type {model_type} (only BPE is supported)")));
+            return Err(unsupported(format!(
+                "model type {model_type} (only BPE is supported)"
+            )));
         }
-        if !matches!(model.get("dropout"), None | Some(Value::Null)) {
+        if !model.dropout.is_null() {
             return Err(unsupported("BPE dropout (non-deterministic)"));
         }
-        for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
-            if !is_null_or_empty(model.get(key)) {
+        for (key, v) in [
+            (
+                "continuing_subword_prefix",
+                &model.continuing_subword_prefix,
+            ),
+            ("end_of_word_suffix", &model.end_of_word_suffix),
+        ] {
+            if !is_null_or_empty(Some(v)) {
                 return Err(unsupported(format!("BPE {key}")));
             }
         }
-        if get_bool(model, "byte_fallback", false) {
+        if model.byte_fallback.unwrap_or(false) {
             return Err(unsupported("BPE byte_fallback (not a byte-level BPE)"));
         }
-        let ignore_merges = get_bool(model, "ignore_merges", false);
-        let vocab_obj = model
-            .get("vocab")
-            .and_then(Value::as_object)
-            .ok_or_else(|| bad("model.vocab is missing or not an object".into()))?;
+        let ignore_merges = model.ignore_merges.unwrap_or(false);
+        let vocab: VocabRepr = serde_json::from_str(
+            model
+                .vocab
+                .ok_or_else(|| bad("model.vocab is missing".into()))?
+                .get(),
+        )
+        .map_err(|e| bad(format!("model.vocab: {e}")))?;
+        let merges_list: Vec<MergeRepr> = serde_json::from_str(
+            model
+                .merges
+                .ok_or_else(|| bad("model.merges is missing".into()))?
+                .get(),
+        )
+        .map_err(|e| bad(format!("model.merges: {e}")))?;
 
-        let mut str_to_id = FxHashMap::with_capacity_and_hasher(vocab_obj.len(), Default::default());
-        let mut byte_vocab = Vec::with_capacity(vocab_obj.len());
-        let mut max_id = 0usize;
-        for (token, id) in vocab_obj {
-            let id = id
-                .as_u64()
-                .filter(|&i| i < u32::MAX as u64 / 2)
-                .ok_or_else(|| bad(format!("model.vocab[{token:?}] is not a valid token id")))? as Rank;
-            max_id = max_id.max(id as usize + 1);
-            str_to_id.insert(token.clone(), id);
+        let max_id = vocab
+            .0
+            .iter()
+            .map(|(_, id)| *id as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let mut id_to_str: Vec<Option<String>> = vec![None; max_id];
+        let mut str_to_id = FxHashMap::with_capacity_and_hasher(vocab.0.len(), Default::default());
+        let mut byte_vocab = Vec::with_capacity(vocab.0.len());
+        for (token, id) in vocab.0 {
+            if let Some(prev) = &id_to_str[id as usize] {
+                return Err(bad(format!(
+                    "model.vocab: tokens {prev:?} and {token:?} share id {id}"
+                )));
+            }
             // Strings outside the byte alphabet can never come out of byte-level
             // pre-tokenization; they stay addressable by id but take no part in merging.
-            if let Some(bytes) = bytes_unicode::decode_token(token) {
+            if let Some(bytes) = bytes_unicode::decode_token(&token) {
                 byte_vocab.push((bytes, id));
             }
-        }
-        let mut id_to_str: Vec<Option<String>> = vec![None; max_id];
-        for (s, &id) in &str_to_id {
-            if let Some(prev) = &id_to_str[id as usize] {
-                return Err(bad(format!("model.vocab: tokens {prev:?} and {s:?} share id {id}")));
-            }
-            id_to_str[id as usize] = Some(s.clone());
+            let token = token.into_owned();
+            id_to_str[id as usize] = Some(token.clone());
+            str_to_id.insert(token, id);
         }
 
-        let merges_val = model.get("merges").and_then(Value::as_array).ok_or_else(|| bad("model.merges is missing or not a list".into()))?;
-        let mut merges = Vec::with_capacity(merges_val.len());
-        let mut skipped_unreachable = 0usize;
-        for (i, m) in merges_val.iter().enumerate() {
+        let mut merges = Vec::with_capacity(merges_list.len());
+        let mut buf = String::new();
+        for (i, m) in merges_list.iter().enumerate() {
             let (l, r) = match m {
-                Value::String(s) => {
+                MergeRepr::Joined(s) => {
                     let mut it = s.splitn(2, ' ');
                     match (it.next(), it.next()) {
-                        (Some(l), Some(r)) if !r.contains(' ') => (l.to_string(), r.to_string()),
-                        _ => return Err(bad(format!("model.merges[{i}] = {s:?} is not two tokens separated by a space"))),
+                        (Some(l), Some(r)) if !r.contains(' ') => (l, r),
+                        _ => {
+                            return Err(bad(format!(
+                                "model.merges[{i}] = {s:?} is not two tokens separated by a space"
+                            )))
+                        }
                     }
                 }
-                Value::Array(a) if a.len() == 2 && a.iter().all(Value::is_string) => {
-                    (a[0].as_str().unwrap_or_default().to_string(), a[1].as_str().unwrap_or_default().to_string())
-                }
-                _ => return Err(bad(format!("model.merges[{i}] is neither \"a b\" nor [\"a\", \"b\"]"))),
+                MergeRepr::Pair(l, r) => (l.as_ref(), r.as_ref()),
             };
-            for t in [&l, &r] {
-                if !str_to_id.contains_key(t.as_str()) {
-                    return Err(bad(format!("model.merges[{i}] ({l} {r}) names unknown token {t:?}")));
-                }
-            }
-            let merged = format!("{l}{r}");
-            if !str_to_id.contains_key(&merged) {
-                return Err(bad(format!("model.merges[{i}] ({l} {r}) produces {merged:?}, which is not in model.vocab")));
-            }
-            match (bytes_unicode::decode_token(&l), bytes_unicode::decode_token(&r)) {
-                (Some(lb), Some(rb)) => merges.push((lb, rb)),
-                _ => skipped_unreachable += 1,
-            }
+            let id = |t: &str| {
+                str_to_id.get(t).copied().ok_or_else(|| {
+                    bad(format!(
+                        "model.merges[{i}] ({l} {r}) names unknown token {t:?}"
+                    ))
+                })
+            };
+            let (lid, rid) = (id(l)?, id(r)?);
+            buf.clear();
+            buf.push_str(l);
+            buf.push_str(r);
+            let mid = str_to_id.get(buf.as_str()).copied().ok_or_else(|| {
+                bad(format!(
+                    "model.merges[{i}] ({l} {r}) produces {buf:?}, which is not in model.vocab"
+                ))
+            })?;
+            merges.push((lid, rid, mid));
         }
-        let _ = skipped_unreachable;
-        let missing = match get_str(model, "unk_token") {
+        let missing = match &model.unk_token {
             Some(unk) => MissingByte::Unk {
-                id: *str_to_id.get(unk).ok_or_else(|| bad(format!("model.unk_token {unk:?} is not in model.vocab")))?,
-                fuse: get_bool(model, "fuse_unk", false),
+                id: *str_to_id
+                    .get(unk.as_str())
+                    .ok_or_else(|| bad(format!("model.unk_token {unk:?} is not in model.vocab")))?,
+                fuse: model.fuse_unk.unwrap_or(false),
             },
             None => MissingByte::Drop,
         };
-        let bpe = Bpe::from_merges(byte_vocab, &merges, ignore_merges, missing, source_name)?;
+        let bpe = Bpe::from_merge_ids(byte_vocab, &merges, ignore_merges, missing)?;
 
         // --- pre-tokenizer: must end up byte-level.
         let mut pre = Vec::new();
-        match root.get("pre_tokenizer") {
-            None | Some(Value::Null) => {}
-            Some(p) => Self::parse_pre(p, &mut pre)?,
+        if !root.pre_tokenizer.is_null() {
+            Self::parse_pre(&root.pre_tokenizer, &mut pre)?;
         }
-        let byte_level_steps = pre.iter().filter(|s| matches!(s, PreStep::ByteLevel { .. })).count();
+        let byte_level_steps = pre
+            .iter()
+            .filter(|s| matches!(s, PreStep::ByteLevel { .. }))
+            .count();
         if byte_level_steps != 1 || !matches!(pre.last(), Some(PreStep::ByteLevel { .. })) {
             return Err(unsupported(
                 "a pre_tokenizer that does not end in exactly one ByteLevel step (not a byte-level BPE)",
@@ -255,20 +303,32 @@ impl HfTokenizer {
         let mut added = Vec::new();
         let mut added_by_content = FxHashMap::default();
         let mut added_by_id = FxHashMap::default();
-        if let Some(list) = root.get("added_tokens") {
-            let list = list.as_array().ok_or_else(|| bad("added_tokens is not a list".into()))?;
+        let empty = Vec::new();
+        let added_list = match &root.added_tokens {
+            Value::Null => &empty,
+            Value::Array(a) => a,
+            _ => return Err(bad("added_tokens is not a list".into())),
+        };
+        let mut raw_idx = Vec::new();
+        let mut norm_idx = Vec::new();
+        {
+            let list = added_list;
             for (i, t) in list.iter().enumerate() {
-                let content = get_str(t, "content").ok_or_else(|| bad(format!("added_tokens[{i}] has no content")))?;
+                let content = get_str(t, "content")
+                    .ok_or_else(|| bad(format!("added_tokens[{i}] has no content")))?;
                 let id = t
                     .get("id")
                     .and_then(Value::as_u64)
                     .filter(|&i| i < u32::MAX as u64 / 2)
-                    .ok_or_else(|| bad(format!("added_tokens[{i}] has no valid id")))? as Rank;
+                    .ok_or_else(|| bad(format!("added_tokens[{i}] has no valid id")))?
+                    as Rank;
                 if content.is_empty() {
                     return Err(bad(format!("added_tokens[{i}] has empty content")));
                 }
                 if get_bool(t, "single_word", false) {
-                    return Err(unsupported(format!("added token {content:?} with single_word")));
+                    return Err(unsupported(format!(
+                        "added token {content:?} with single_word"
+                    )));
                 }
                 let special = get_bool(t, "special", false);
                 let tok = AddedToken {
@@ -278,18 +338,18 @@ impl HfTokenizer {
                     lstrip: get_bool(t, "lstrip", false),
                     rstrip: get_bool(t, "rstrip", false),
                 };
+                // Without a normalizer, "normalized" and raw matching see the same text; HF
+                // still runs the two passes separately, and so do we.
+                if get_bool(t, "normalized", !special) {
+                    norm_idx.push(added.len());
+                } else {
+                    raw_idx.push(added.len());
+                }
                 added_by_content.insert(tok.content.clone(), added.len());
                 added_by_id.insert(id, added.len());
-                let _normalized = get_bool(t, "normalized", !special);
                 added.push(tok);
             }
         }
-        // Without a normalizer, "normalized" and raw matching see the same text; HF still runs
-        // the two passes separately, and so do we.
-        let raw_idx: Vec<usize> = (0..added.len())
-            .filter(|&i| !get_bool(&root["added_tokens"][i], "normalized", !added[i].special))
-            .collect();
-        let norm_idx: Vec<usize> = (0..added.len()).filter(|i| !raw_idx.contains(i)).collect();
         let build = |idx: Vec<usize>| -> Result<Option<AddedMatcher>> {
             if idx.is_empty() {
                 return Ok(None);
@@ -305,27 +365,22 @@ impl HfTokenizer {
 
         // --- post-processor
         let mut post = Vec::new();
-        match root.get("post_processor") {
-            None | Some(Value::Null) => {}
-            Some(p) => Self::parse_post(p, &str_to_id, &added_by_content, &added, &mut post, source_name)?,
+        if !root.post_processor.is_null() {
+            Self::parse_post(&root.post_processor, &mut post, source_name)?;
         }
 
         // --- decoder
-        let decoder_byte_level = match root.get("decoder") {
-            None | Some(Value::Null) => false,
-            Some(d) => match get_str(d, "type") {
+        let decoder_byte_level = match &root.decoder {
+            Value::Null => false,
+            d => match get_str(d, "type") {
                 Some("ByteLevel") => true,
                 other => return Err(unsupported(format!("decoder {:?}", other.unwrap_or("?")))),
             },
         };
-
-        let mut decoded = FxHashMap::with_capacity_and_hasher(str_to_id.len() + added.len(), Default::default());
-        for (s, &id) in &str_to_id {
-            decoded.insert(id, Self::decode_token_str(s, decoder_byte_level));
-        }
-        for t in &added {
-            decoded.insert(t.id, Self::decode_token_str(&t.content, decoder_byte_level));
-        }
+        let decoded_added = added
+            .iter()
+            .map(|t| (t.id, Self::decode_token_str(&t.content, decoder_byte_level)))
+            .collect();
 
         Ok(HfTokenizer {
             pre,
@@ -338,7 +393,7 @@ impl HfTokenizer {
             normalized_matcher,
             id_to_str,
             str_to_id,
-            decoded,
+            decoded_added,
             decoder_byte_level,
         })
     }
@@ -359,23 +414,36 @@ impl HfTokenizer {
                 let steps = p
                     .get("pretokenizers")
                     .and_then(Value::as_array)
-                    .ok_or_else(|| unsupported("Sequence pre_tokenizer without a pretokenizers list"))?;
+                    .ok_or_else(|| {
+                        unsupported("Sequence pre_tokenizer without a pretokenizers list")
+                    })?;
                 for s in steps {
                     Self::parse_pre(s, out)?;
                 }
             }
             Some("ByteLevel") => {
-                let regex = if get_bool(p, "use_regex", true) { Some(Pretokenizer::new(GPT2_PATTERN)?) } else { None };
-                out.push(PreStep::ByteLevel { add_prefix_space: get_bool(p, "add_prefix_space", true), regex });
+                let regex = if get_bool(p, "use_regex", true) {
+                    Some(Pretokenizer::new(GPT2_PATTERN)?)
+                } else {
+                    None
+                };
+                out.push(PreStep::ByteLevel {
+                    add_prefix_space: get_bool(p, "add_prefix_space", true),
+                    regex,
+                });
             }
             Some("Split") => {
-                let pattern = p.get("pattern").ok_or_else(|| unsupported("Split pre_tokenizer without a pattern"))?;
+                let pattern = p
+                    .get("pattern")
+                    .ok_or_else(|| unsupported("Split pre_tokenizer without a pattern"))?;
                 let regex = if let Some(r) = get_str(pattern, "Regex") {
                     r.to_string()
                 } else if let Some(s) = get_str(pattern, "String") {
                     fancy_regex::escape(s).into_owned()
                 } else {
-                    return Err(unsupported("Split pattern that is neither Regex nor String"));
+                    return Err(unsupported(
+                        "Split pattern that is neither Regex nor String",
+                    ));
                 };
                 let behavior = match get_str(p, "behavior") {
                     Some("Removed") => Behavior::Removed,
@@ -393,30 +461,34 @@ impl HfTokenizer {
             }
             Some("Digits") => out.push(PreStep::Split {
                 matcher: Matcher::Numeric,
-                behavior: if get_bool(p, "individual_digits", false) { Behavior::Isolated } else { Behavior::Contiguous },
+                behavior: if get_bool(p, "individual_digits", false) {
+                    Behavior::Isolated
+                } else {
+                    Behavior::Contiguous
+                },
                 invert: false,
             }),
-            other => return Err(unsupported(format!("pre_tokenizer {:?}", other.unwrap_or("?")))),
+            other => {
+                return Err(unsupported(format!(
+                    "pre_tokenizer {:?}",
+                    other.unwrap_or("?")
+                )))
+            }
         }
         Ok(())
     }
 
-    fn parse_post(
-        p: &Value,
-        vocab: &FxHashMap<String, Rank>,
-        added_by_content: &FxHashMap<String, usize>,
-        added: &[AddedToken],
-        out: &mut Vec<PostStep>,
-        source_name: &str,
-    ) -> Result<()> {
+    fn parse_post(p: &Value, out: &mut Vec<PostStep>, source_name: &str) -> Result<()> {
         match get_str(p, "type") {
             Some("Sequence") => {
                 let steps = p
                     .get("processors")
                     .and_then(Value::as_array)
-                    .ok_or_else(|| unsupported("Sequence post_processor without a processors list"))?;
+                    .ok_or_else(|| {
+                        unsupported("Sequence post_processor without a processors list")
+                    })?;
                 for s in steps {
-                    Self::parse_post(s, vocab, added_by_content, added, out, source_name)?;
+                    Self::parse_post(s, out, source_name)?;
                 }
             }
             Some("ByteLevel") => out.push(PostStep::ByteLevel {
@@ -424,10 +496,9 @@ impl HfTokenizer {
                 add_prefix_space: get_bool(p, "add_prefix_space", true),
             }),
             Some("TemplateProcessing") => {
-                let single = p
-                    .get("single")
-                    .and_then(Value::as_array)
-                    .ok_or_else(|| Error::file(source_name, "TemplateProcessing without a single template"))?;
+                let single = p.get("single").and_then(Value::as_array).ok_or_else(|| {
+                    Error::file(source_name, "TemplateProcessing without a single template")
+                })?;
                 let specials = p.get("special_tokens");
                 let mut pieces = Vec::new();
                 for piece in single {
@@ -440,31 +511,57 @@ impl HfTokenizer {
                         let ids: Vec<Rank> = entry
                             .get("ids")
                             .and_then(Value::as_array)
-                            .map(|a| a.iter().filter_map(Value::as_u64).map(|i| i as Rank).collect())
+                            .map(|a| {
+                                a.iter()
+                                    .filter_map(Value::as_u64)
+                                    .map(|i| i as Rank)
+                                    .collect()
+                            })
                             .unwrap_or_default();
                         let tokens: Vec<String> = entry
                             .get("tokens")
                             .and_then(Value::as_array)
-                            .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+                            .map(|a| {
+                                a.iter()
+                                    .filter_map(Value::as_str)
+                                    .map(String::from)
+                                    .collect()
+                            })
                             .unwrap_or_default();
                         if ids.len() != tokens.len() {
-                            return Err(Error::file(source_name, format!("special token {name:?}: ids and tokens differ in length")));
+                            return Err(Error::file(
+                                source_name,
+                                format!("special token {name:?}: ids and tokens differ in length"),
+                            ));
                         }
-                        pieces.push(TemplatePiece::Special { ids, tokens, type_id });
+                        pieces.push(TemplatePiece::Special {
+                            ids,
+                            tokens,
+                            type_id,
+                        });
                     } else if let Some(s) = piece.get("Sequence") {
                         if get_str(s, "id") != Some("A") {
-                            return Err(unsupported("single-sequence template referring to sequence B"));
+                            return Err(unsupported(
+                                "single-sequence template referring to sequence B",
+                            ));
                         }
                         let type_id = s.get("type_id").and_then(Value::as_u64).unwrap_or(0) as u32;
                         pieces.push(TemplatePiece::Sequence { type_id });
                     } else {
-                        return Err(Error::file(source_name, "template piece is neither SpecialToken nor Sequence"));
+                        return Err(Error::file(
+                            source_name,
+                            "template piece is neither SpecialToken nor Sequence",
+                        ));
                     }
                 }
-                let _ = (vocab, added_by_content, added);
                 out.push(PostStep::Template { single: pieces });
             }
-            other => return Err(unsupported(format!("post_processor {:?}", other.unwrap_or("?")))),
+            other => {
+                return Err(unsupported(format!(
+                    "post_processor {:?}",
+                    other.unwrap_or("?")
+                )))
+            }
         }
         Ok(())
     }
@@ -473,7 +570,11 @@ impl HfTokenizer {
 
     pub fn vocab_size(&self, with_added_tokens: bool) -> usize {
         if with_added_tokens {
-            let extra = self.added.iter().filter(|t| !self.str_to_id.contains_key(&t.content)).count();
+            let extra = self
+                .added
+                .iter()
+                .filter(|t| !self.str_to_id.contains_key(&t.content))
+                .count();
             self.str_to_id.len() + extra
         } else {
             self.str_to_id.len()
@@ -482,7 +583,11 @@ impl HfTokenizer {
 
     /// The vocabulary: model tokens, then added tokens (which win on conflicts, as in HF).
     pub fn vocab(&self, with_added_tokens: bool) -> Vec<(&str, Rank)> {
-        let mut v: Vec<(&str, Rank)> = self.str_to_id.iter().map(|(s, &i)| (s.as_str(), i)).collect();
+        let mut v: Vec<(&str, Rank)> = self
+            .str_to_id
+            .iter()
+            .map(|(s, &i)| (s.as_str(), i))
+            .collect();
         if with_added_tokens {
             v.extend(self.added.iter().map(|t| (t.content.as_str(), t.id)));
         }
@@ -504,11 +609,15 @@ impl HfTokenizer {
     }
 
     pub fn is_special(&self, id: Rank) -> bool {
-        self.added_by_id.get(&id).is_some_and(|&i| self.added[i].special)
+        self.added_by_id
+            .get(&id)
+            .is_some_and(|&i| self.added[i].special)
     }
 
     pub fn added_tokens(&self) -> impl Iterator<Item = (&str, Rank, bool)> + '_ {
-        self.added.iter().map(|t| (t.content.as_str(), t.id, t.special))
+        self.added
+            .iter()
+            .map(|t| (t.content.as_str(), t.id, t.special))
     }
 
     // ------------------------------------------------------------------ encoding
@@ -516,7 +625,10 @@ impl HfTokenizer {
     /// Cuts added tokens out of `text`: (start, end, Some(added index)) for tokens, None for text.
     fn split_added(&self, text: &str) -> Vec<(usize, usize, Option<usize>)> {
         let mut segments = vec![(0, text.len(), None)];
-        for matcher in [&self.raw_matcher, &self.normalized_matcher].into_iter().flatten() {
+        for matcher in [&self.raw_matcher, &self.normalized_matcher]
+            .into_iter()
+            .flatten()
+        {
             let mut next = Vec::with_capacity(segments.len());
             for seg in segments {
                 if seg.2.is_some() {
@@ -535,7 +647,8 @@ impl HfTokenizer {
                         start = trimmed.max(cursor);
                     }
                     if tok.rstrip {
-                        stop += sub[stop..].len() - sub[stop..].trim_start_matches(char::is_whitespace).len();
+                        stop += sub[stop..].len()
+                            - sub[stop..].trim_start_matches(char::is_whitespace).len();
                     }
                     if cursor < start {
                         next.push((s0 + cursor, s0 + start, None));
@@ -554,12 +667,20 @@ impl HfTokenizer {
 
     /// Runs the pre-tokenizer steps over one segment `[start, end)` of `text`.
     fn pre_tokenize(&self, text: &str, start: usize, end: usize) -> Result<Vec<Piece>> {
-        let mut pieces = vec![Piece { start, end, prefix: None }];
+        let mut pieces = vec![Piece {
+            start,
+            end,
+            prefix: None,
+        }];
         for step in &self.pre {
             let mut next = Vec::with_capacity(pieces.len() * 2);
             for piece in pieces {
                 match step {
-                    PreStep::Split { matcher, behavior, invert } => {
+                    PreStep::Split {
+                        matcher,
+                        behavior,
+                        invert,
+                    } => {
                         let s = piece.string(text);
                         let mut matches = Vec::new();
                         find_matches(matcher, &s, &mut matches)?;
@@ -574,9 +695,15 @@ impl HfTokenizer {
                             }
                         }
                     }
-                    PreStep::ByteLevel { add_prefix_space, regex } => {
+                    PreStep::ByteLevel {
+                        add_prefix_space,
+                        regex,
+                    } => {
                         let mut piece = piece;
-                        if *add_prefix_space && piece.prefix.is_none() && !text[piece.start..piece.end].starts_with(' ') {
+                        if *add_prefix_space
+                            && piece.prefix.is_none()
+                            && !text[piece.start..piece.end].starts_with(' ')
+                        {
                             // HF prepends to every split, aligned with the split's first char.
                             if let Some(c) = text[piece.start..piece.end].chars().next() {
                                 piece.prefix = Some((piece.start, piece.start + c.len_utf8()));
@@ -614,19 +741,26 @@ impl HfTokenizer {
         for (start, end, added) in self.split_added(text) {
             if let Some(i) = added {
                 let t = &self.added[i];
+                enc.overrides.push((enc.ids.len(), t.content.clone()));
                 enc.ids.push(t.id);
-                enc.tokens.push(t.content.clone());
                 enc.offsets.push((start, end));
                 continue;
             }
             for piece in self.pre_tokenize(text, start, end)? {
-                let bytes = piece.bytes(text);
                 spans.clear();
-                self.bpe.encode_piece_spans(&bytes, &mut spans)?;
-                for Span { id, start: a, end: b } in spans.iter().copied() {
-                    enc.ids.push(id);
-                    enc.tokens.push(self.id_to_token(id).unwrap_or_default().to_string());
-                    enc.offsets.push((piece.align(a as usize, text).0, piece.align(b as usize - 1, text).1));
+                match piece.prefix {
+                    None => self
+                        .bpe
+                        .encode_piece_spans(&text.as_bytes()[piece.start..piece.end], &mut spans)?,
+                    Some(_) => self
+                        .bpe
+                        .encode_piece_spans(&piece.bytes(text), &mut spans)?,
+                }
+                for sp in &spans {
+                    enc.ids.push(sp.id);
+                    let first = piece.align(sp.start as usize, text).0;
+                    let last = piece.align(sp.end as usize - 1, text).1;
+                    enc.offsets.push((first, last));
                 }
             }
         }
@@ -636,11 +770,11 @@ impl HfTokenizer {
 
         for step in &self.post {
             match step {
-                PostStep::ByteLevel { trim_offsets, add_prefix_space } => {
-                    if *trim_offsets {
-                        trim_offsets_like_hf(&mut enc, *add_prefix_space);
-                    }
-                }
+                PostStep::ByteLevel {
+                    trim_offsets: true,
+                    add_prefix_space,
+                } => self.trim_offsets_like_hf(&mut enc, *add_prefix_space),
+                PostStep::ByteLevel { .. } => {}
                 PostStep::Template { single } => {
                     if add_special_tokens {
                         apply_template(&mut enc, single);
@@ -649,18 +783,71 @@ impl HfTokenizer {
             }
         }
         enc.attention_mask = vec![1; enc.ids.len()];
-        // Byte offsets to char offsets.
-        let mut byte_to_char = vec![0usize; text.len() + 1];
-        let mut c = 0;
-        for (i, _) in text.char_indices() {
-            byte_to_char[i] = c;
-            c += 1;
-        }
-        byte_to_char[text.len()] = c;
-        for o in &mut enc.offsets {
-            *o = (byte_to_char[o.0], byte_to_char[o.1]);
+        if !text.is_ascii() {
+            let mut byte_to_char = vec![0u32; text.len() + 1];
+            let mut c = 0;
+            for (i, _) in text.char_indices() {
+                byte_to_char[i] = c;
+                c += 1;
+            }
+            byte_to_char[text.len()] = c;
+            for o in &mut enc.offsets {
+                *o = (byte_to_char[o.0] as usize, byte_to_char[o.1] as usize);
+            }
         }
         Ok(enc)
+    }
+
+    /// The token strings of an encoding, as `tokenizers` reports them.
+    pub fn tokens<'a>(&'a self, enc: &'a HfEncoding) -> Vec<&'a str> {
+        let mut overrides = enc.overrides.iter().peekable();
+        (0..enc.ids.len())
+            .map(|i| match overrides.peek() {
+                Some((pos, s)) if *pos == i => {
+                    overrides.next();
+                    s.as_str()
+                }
+                _ => self.model_token_str(enc.ids[i]),
+            })
+            .collect()
+    }
+
+    fn model_token_str(&self, id: Rank) -> &str {
+        self.id_to_str
+            .get(id as usize)
+            .and_then(|s| s.as_deref())
+            .unwrap_or_default()
+    }
+
+    /// The ByteLevel post-processor's `trim_offsets` (HF `process_offsets`): leading and
+    /// trailing spaces of a token are cut off its offsets (byte offsets here; a space is a byte).
+    fn trim_offsets_like_hf(&self, enc: &mut HfEncoding, add_prefix_space: bool) {
+        let space = bytes_unicode::byte_to_char(b' ');
+        let is_space = |c: &char| *c == space || c.is_whitespace();
+        let spaces: Vec<(usize, usize)> = self
+            .tokens(enc)
+            .iter()
+            .map(|t| {
+                (
+                    t.chars().take_while(is_space).count(),
+                    t.chars().rev().take_while(is_space).count(),
+                )
+            })
+            .collect();
+        for (i, ((mut leading, trailing), offsets)) in
+            spaces.into_iter().zip(enc.offsets.iter_mut()).enumerate()
+        {
+            if leading > 0 {
+                let is_first = i == 0 || offsets.0 == 0;
+                if is_first && add_prefix_space && leading == 1 {
+                    leading = 0;
+                }
+                offsets.0 = (offsets.0 + leading).min(offsets.1);
+            }
+            if trailing > 0 && offsets.1 >= trailing {
+                offsets.1 = (offsets.1 - trailing).max(offsets.0);
+            }
+        }
     }
 
     /// Ids only: the same pipeline without strings and offsets.
@@ -673,7 +860,9 @@ impl HfTokenizer {
             }
             for piece in self.pre_tokenize(text, start, end)? {
                 match piece.prefix {
-                    None => self.bpe.encode_piece(&text.as_bytes()[piece.start..piece.end], &mut ids)?,
+                    None => self
+                        .bpe
+                        .encode_piece(&text.as_bytes()[piece.start..piece.end], &mut ids)?,
                     Some(_) => self.bpe.encode_piece(&piece.bytes(text), &mut ids)?,
                 }
             }
@@ -695,8 +884,15 @@ impl HfTokenizer {
         Ok(ids)
     }
 
-    pub fn encode_batch(&self, texts: &[&str], add_special_tokens: bool, threads: usize) -> Result<Vec<HfEncoding>> {
-        par_map(texts, threads, |t| self.encode(t, add_special_tokens)).into_iter().collect()
+    pub fn encode_batch(
+        &self,
+        texts: &[&str],
+        add_special_tokens: bool,
+        threads: usize,
+    ) -> Result<Vec<HfEncoding>> {
+        par_map(texts, threads, |t| self.encode(t, add_special_tokens))
+            .into_iter()
+            .collect()
     }
 
     /// Like `tokenizers.Tokenizer.decode`: unknown ids are skipped, as HF does.
@@ -707,7 +903,17 @@ impl HfTokenizer {
             if skip_special_tokens && self.is_special(id) {
                 continue;
             }
-            let Some(b) = self.decoded.get(&id) else { continue };
+            let b: &[u8] = if let Some(b) = self.decoded_added.get(&id) {
+                b
+            } else if let Some(Some(tok)) = self.id_to_str.get(id as usize) {
+                match self.bpe.token_bytes(id) {
+                    Some(b) if self.decoder_byte_level => b,
+                    // Outside the byte alphabet, or no byte-level decoder: the string itself.
+                    _ => tok.as_bytes(),
+                }
+            } else {
+                continue;
+            };
             if !self.decoder_byte_level && !first {
                 bytes.push(b' ');
             }
@@ -732,9 +938,15 @@ impl HfTokenizer {
             }
         };
         if self.added.iter().any(|t| t.lstrip || t.rstrip) {
-            return Err(unsupported("conversion to Encoding with lstrip/rstrip added tokens"));
+            return Err(unsupported(
+                "conversion to Encoding with lstrip/rstrip added tokens",
+            ));
         }
-        let specials = self.added.iter().map(|t| (t.content.clone(), t.id)).collect();
+        let specials = self
+            .added
+            .iter()
+            .map(|t| (t.content.clone(), t.id))
+            .collect();
         Encoding::from_parts(pattern, self.bpe.clone(), SpecialTokens::new(specials)?)
     }
 }
@@ -763,9 +975,21 @@ impl Piece {
     /// The sub-piece `[a, b)` of this piece's string.
     fn sub(&self, a: usize, b: usize, _text: &str) -> Piece {
         match self.prefix {
-            None => Piece { start: self.start + a, end: self.start + b, prefix: None },
-            Some(p) if a == 0 => Piece { start: self.start, end: self.start + b - 1, prefix: Some(p) },
-            Some(_) => Piece { start: self.start + a - 1, end: self.start + b - 1, prefix: None },
+            None => Piece {
+                start: self.start + a,
+                end: self.start + b,
+                prefix: None,
+            },
+            Some(p) if a == 0 => Piece {
+                start: self.start,
+                end: self.start + b - 1,
+                prefix: Some(p),
+            },
+            Some(_) => Piece {
+                start: self.start + a - 1,
+                end: self.start + b - 1,
+                prefix: None,
+            },
         }
     }
 
@@ -824,7 +1048,10 @@ fn find_matches(matcher: &Matcher, s: &str, out: &mut Vec<(usize, usize, bool)>)
 }
 
 /// HF's `SplitDelimiterBehavior`, applied to the output of [`find_matches`].
-fn apply_behavior(matches: Vec<(usize, usize, bool)>, behavior: Behavior) -> Vec<(usize, usize, bool)> {
+fn apply_behavior(
+    matches: Vec<(usize, usize, bool)>,
+    behavior: Behavior,
+) -> Vec<(usize, usize, bool)> {
     match behavior {
         Behavior::Isolated => matches,
         Behavior::Removed => matches.into_iter().filter(|m| !m.2).collect(),
@@ -868,48 +1095,33 @@ fn apply_behavior(matches: Vec<(usize, usize, bool)>, behavior: Behavior) -> Vec
     }
 }
 
-/// The ByteLevel post-processor's `trim_offsets` (HF `process_offsets`): leading and trailing
-/// spaces of a token are cut off its offsets (byte offsets here; each space is one byte).
-fn trim_offsets_like_hf(enc: &mut HfEncoding, add_prefix_space: bool) {
-    let space = bytes_unicode::byte_to_char(b' ');
-    for (i, (token, offsets)) in enc.tokens.iter().zip(enc.offsets.iter_mut()).enumerate() {
-        let is_space = |c: &char| *c == space || c.is_whitespace();
-        let mut leading = token.chars().take_while(is_space).count();
-        let trailing = token.chars().rev().take_while(is_space).count();
-        if leading > 0 || trailing > 0 {
-            if leading > 0 {
-                let is_first = i == 0 || offsets.0 == 0;
-                if is_first && add_prefix_space && leading == 1 {
-                    leading = 0;
-                }
-                offsets.0 = (offsets.0 + leading).min(offsets.1);
-            }
-            if trailing > 0 && offsets.1 >= trailing {
-                offsets.1 = (offsets.1 - trailing).max(offsets.0);
-            }
-        }
-    }
-}
-
 fn apply_template(enc: &mut HfEncoding, single: &[TemplatePiece]) {
     let mut out = HfEncoding::default();
     for p in single {
         match p {
-            TemplatePiece::Special { ids, tokens, type_id } => {
+            TemplatePiece::Special {
+                ids,
+                tokens,
+                type_id,
+            } => {
                 for (id, tok) in ids.iter().zip(tokens) {
+                    out.overrides.push((out.ids.len(), tok.clone()));
                     out.ids.push(*id);
-                    out.tokens.push(tok.clone());
                     out.offsets.push((0, 0));
                     out.type_ids.push(*type_id);
                     out.special_tokens_mask.push(1);
                 }
             }
             TemplatePiece::Sequence { type_id } => {
+                let shift = out.ids.len();
+                out.overrides
+                    .extend(enc.overrides.iter().map(|(p, s)| (p + shift, s.clone())));
                 out.ids.extend_from_slice(&enc.ids);
-                out.tokens.extend(enc.tokens.iter().cloned());
                 out.offsets.extend_from_slice(&enc.offsets);
-                out.type_ids.extend(std::iter::repeat_n(*type_id, enc.ids.len()));
-                out.special_tokens_mask.extend_from_slice(&enc.special_tokens_mask);
+                out.type_ids
+                    .extend(std::iter::repeat_n(*type_id, enc.ids.len()));
+                out.special_tokens_mask
+                    .extend_from_slice(&enc.special_tokens_mask);
             }
         }
     }
@@ -923,7 +1135,10 @@ mod tests {
     fn tiny_json(pre: &str, post: &str) -> String {
         let mut vocab = serde_json::Map::new();
         for b in 0..=255u8 {
-            vocab.insert(bytes_unicode::byte_to_char(b).to_string(), Value::from(b as u64));
+            vocab.insert(
+                bytes_unicode::byte_to_char(b).to_string(),
+                Value::from(b as u64),
+            );
         }
         for (i, t) in ["Ġh", "Ġhe", "ll", "Ġhell", "Ġhello"].iter().enumerate() {
             vocab.insert(t.to_string(), Value::from(256 + i as u64));
@@ -951,7 +1166,7 @@ mod tests {
         let t = HfTokenizer::from_json(&j, "tiny.json").unwrap();
         let e = t.encode("a hello<s>é", true).unwrap();
         assert_eq!(e.ids[0], 300);
-        assert_eq!(e.tokens[1..3], ["a".to_string(), "Ġhello".to_string()]);
+        assert_eq!(t.tokens(&e)[..3], ["<s>", "a", "Ġhello"]);
         // "Ġhello" covers " hello" (bytes 1..7); trim_offsets drops the space.
         assert_eq!(e.offsets[2], (2, 7));
         assert_eq!(e.ids[3], 300);
@@ -969,18 +1184,184 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_reproduce() {
         let j = tiny_json(r#"{"type":"Whitespace"}"#, "null");
-        assert!(matches!(HfTokenizer::from_json(&j, "x"), Err(Error::Unsupported(m)) if m.contains("Whitespace")));
+        assert!(
+            matches!(HfTokenizer::from_json(&j, "x"), Err(Error::Unsupported(m)) if m.contains("Whitespace"))
+        );
         let j = j.replace(r#""type":"BPE""#, r#""type":"Unigram""#);
-        assert!(matches!(HfTokenizer::from_json(&j, "x"), Err(Error::Unsupported(m)) if m.contains("Unigram")));
-        assert!(matches!(HfTokenizer::from_json("{", "f.json"), Err(Error::InvalidFile { .. })));
+        assert!(
+            matches!(HfTokenizer::from_json(&j, "x"), Err(Error::Unsupported(m)) if m.contains("Unigram"))
+        );
+        assert!(matches!(
+            HfTokenizer::from_json("{", "f.json"),
+            Err(Error::InvalidFile { .. })
+        ));
     }
 
     #[test]
     fn split_behaviors_match_hf_definitions() {
         let m = vec![(0, 1, false), (1, 2, true), (2, 3, true), (3, 5, false)];
-        assert_eq!(apply_behavior(m.clone(), Behavior::Removed), vec![(0, 1, false), (3, 5, false)]);
-        assert_eq!(apply_behavior(m.clone(), Behavior::MergedWithPrevious), vec![(0, 2, false), (2, 3, false), (3, 5, false)]);
-        assert_eq!(apply_behavior(m.clone(), Behavior::MergedWithNext), vec![(0, 1, false), (1, 2, false), (2, 5, false)]);
-        assert_eq!(apply_behavior(m, Behavior::Contiguous), vec![(0, 1, false), (1, 3, false), (3, 5, false)]);
+        assert_eq!(
+            apply_behavior(m.clone(), Behavior::Removed),
+            vec![(0, 1, false), (3, 5, false)]
+        );
+        assert_eq!(
+            apply_behavior(m.clone(), Behavior::MergedWithPrevious),
+            vec![(0, 2, false), (2, 3, false), (3, 5, false)]
+        );
+        assert_eq!(
+            apply_behavior(m.clone(), Behavior::MergedWithNext),
+            vec![(0, 1, false), (1, 2, false), (2, 5, false)]
+        );
+        assert_eq!(
+            apply_behavior(m, Behavior::Contiguous),
+            vec![(0, 1, false), (1, 3, false), (3, 5, false)]
+        );
+    }
+}
+
+// ---------------------------------------------------------------------- file representation
+//
+// Typed and borrowing where the file is large (vocab, merges), so that loading a 128k-token
+// tokenizer.json does not build a DOM of a million JSON values; the small sections stay
+// `Value`s so that unknown or unsupported types can be named in errors.
+
+#[derive(serde::Deserialize)]
+struct RootRepr<'a> {
+    #[serde(borrow, default)]
+    model: Option<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    normalizer: Value,
+    #[serde(default)]
+    pre_tokenizer: Value,
+    #[serde(default)]
+    post_processor: Value,
+    #[serde(default)]
+    decoder: Value,
+    #[serde(default)]
+    added_tokens: Value,
+    #[serde(default)]
+    truncation: Value,
+    #[serde(default)]
+    padding: Value,
+}
+
+#[derive(serde::Deserialize)]
+struct ModelRepr<'a> {
+    #[serde(rename = "type", default)]
+    ty: Option<String>,
+    #[serde(default)]
+    dropout: Value,
+    #[serde(default)]
+    continuing_subword_prefix: Value,
+    #[serde(default)]
+    end_of_word_suffix: Value,
+    #[serde(default)]
+    byte_fallback: Option<bool>,
+    #[serde(default)]
+    ignore_merges: Option<bool>,
+    #[serde(default)]
+    unk_token: Option<String>,
+    #[serde(default)]
+    fuse_unk: Option<bool>,
+    #[serde(borrow, default)]
+    vocab: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    merges: Option<&'a serde_json::value::RawValue>,
+}
+
+/// `model.vocab`: a JSON object of token string -> id, kept in file order.
+struct VocabRepr<'a>(Vec<(Cow<'a, str>, Rank)>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for VocabRepr<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = VocabRepr<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of token -> id")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> std::result::Result<Self::Value, M::Error> {
+                let mut out = Vec::with_capacity(m.size_hint().unwrap_or(0));
+                while let Some((k, v)) = m.next_entry::<BorrowedStr<'a>, u64>()? {
+                    if v >= u32::MAX as u64 / 2 {
+                        return Err(serde::de::Error::custom(format!(
+                            "token {:?} has invalid id {v}",
+                            k.0
+                        )));
+                    }
+                    out.push((k.0, v as Rank));
+                }
+                Ok(VocabRepr(out))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// A string borrowed from the file when it has no escapes.
+struct BorrowedStr<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for BorrowedStr<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = BorrowedStr<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Self::Value, E> {
+                Ok(BorrowedStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Self::Value, E> {
+                Ok(BorrowedStr(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> std::result::Result<Self::Value, E> {
+                Ok(BorrowedStr(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+/// One entry of `model.merges`: `"a b"` (older files) or `["a", "b"]` (newer ones).
+enum MergeRepr<'a> {
+    Joined(Cow<'a, str>),
+    Pair(Cow<'a, str>, Cow<'a, str>),
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for MergeRepr<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = MergeRepr<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"a b\" or [\"a\", \"b\"]")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Self::Value, E> {
+                Ok(MergeRepr::Joined(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Self::Value, E> {
+                Ok(MergeRepr::Joined(Cow::Owned(v.to_string())))
+            }
+            fn visit_seq<S: serde::de::SeqAccess<'de>>(
+                self,
+                mut s: S,
+            ) -> std::result::Result<Self::Value, S::Error> {
+                let l: BorrowedStr<'a> = s
+                    .next_element()?
+                    .ok_or_else(|| serde::de::Error::invalid_length(0, &self))?;
+                let r: BorrowedStr<'a> = s
+                    .next_element()?
+                    .ok_or_else(|| serde::de::Error::invalid_length(1, &self))?;
+                if s.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    return Err(serde::de::Error::invalid_length(3, &self));
+                }
+                Ok(MergeRepr::Pair(l.0, r.0))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
     }
 }

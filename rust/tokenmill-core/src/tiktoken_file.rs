@@ -2,8 +2,6 @@
 
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 
-use rustc_hash::FxHashMap;
-
 use crate::error::{Error, Result};
 use crate::Rank;
 
@@ -11,8 +9,7 @@ use crate::Rank;
 /// Blank lines are ignored (as tiktoken does); anything else malformed is an error naming the line.
 pub fn parse(contents: &[u8], source_name: &str) -> Result<Vec<(Vec<u8>, Rank)>> {
     let mut out = Vec::with_capacity(contents.len() / 12);
-    let mut rank_line: FxHashMap<Rank, usize> = FxHashMap::default();
-    let mut token_line: FxHashMap<Vec<u8>, usize> = FxHashMap::default();
+    let mut lines = Vec::with_capacity(contents.len() / 12);
     for (lineno, line) in contents.split(|&b| b == b'\n').enumerate() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
@@ -30,17 +27,44 @@ pub fn parse(contents: &[u8], source_name: &str) -> Result<Vec<(Vec<u8>, Rank)>>
         let rank = std::str::from_utf8(rank)
             .ok()
             .and_then(|r| r.parse::<Rank>().ok())
-            .ok_or_else(|| err(format!("rank {:?} is not a non-negative integer", String::from_utf8_lossy(rank))))?;
-        if let Some(prev) = rank_line.insert(rank, lineno + 1) {
-            return Err(err(format!("rank {rank} already given on line {prev}")));
-        }
-        if let Some(prev) = token_line.insert(token.clone(), lineno + 1) {
-            return Err(err(format!("token {:?} already given on line {prev}", String::from_utf8_lossy(&token))));
-        }
+            .ok_or_else(|| {
+                err(format!(
+                    "rank {:?} is not a non-negative integer",
+                    String::from_utf8_lossy(rank)
+                ))
+            })?;
         out.push((token, rank));
+        lines.push(lineno + 1);
     }
     if out.is_empty() {
-        return Err(Error::file(source_name, "no tokens (empty or truncated file)"));
+        return Err(Error::file(
+            source_name,
+            "no tokens (empty or truncated file)",
+        ));
+    }
+    // Duplicates are found by sorting indices rather than hashing: no allocation per token.
+    let mut order: Vec<usize> = (0..out.len()).collect();
+    order.sort_unstable_by_key(|&i| (out[i].1, lines[i]));
+    for w in order.windows(2) {
+        if out[w[0]].1 == out[w[1]].1 {
+            let msg = format!(
+                "line {}: rank {} already given on line {}",
+                lines[w[1]], out[w[1]].1, lines[w[0]]
+            );
+            return Err(Error::file(source_name, msg));
+        }
+    }
+    order.sort_unstable_by(|&a, &b| out[a].0.cmp(&out[b].0).then(lines[a].cmp(&lines[b])));
+    for w in order.windows(2) {
+        if out[w[0]].0 == out[w[1]].0 {
+            let msg = format!(
+                "line {}: token {:?} already given on line {}",
+                lines[w[1]],
+                String::from_utf8_lossy(&out[w[1]].0),
+                lines[w[0]]
+            );
+            return Err(Error::file(source_name, msg));
+        }
     }
     Ok(out)
 }
@@ -68,14 +92,22 @@ mod tests {
         let ranks = vec![(b"a".to_vec(), 0), (b"\xff\n".to_vec(), 1)];
         assert_eq!(parse(&write(&ranks), "x").unwrap(), ranks);
         assert!(matches!(parse(b"", "f"), Err(Error::InvalidFile { .. })));
-        let e = parse(b"YQ== 0\n!!! 1\n", "f.tiktoken").unwrap_err().to_string();
-        assert!(e.contains("f.tiktoken") && e.contains("line 2") && e.contains("base64"), "{e}");
+        let e = parse(b"YQ== 0\n!!! 1\n", "f.tiktoken")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("f.tiktoken") && e.contains("line 2") && e.contains("base64"),
+            "{e}"
+        );
         let e = parse(b"YQ== x\n", "f").unwrap_err().to_string();
         assert!(e.contains("rank"), "{e}");
         let e = parse(b"YQ== 0\nYg== 0\n", "f").unwrap_err().to_string();
         assert!(e.contains("line 2") && e.contains("rank 0 already"), "{e}");
         let e = parse(b"YQ== 0\nYQ== 1\n", "f").unwrap_err().to_string();
-        assert!(e.contains("line 2") && e.contains("already given on line 1"), "{e}");
+        assert!(
+            e.contains("line 2") && e.contains("already given on line 1"),
+            "{e}"
+        );
         let e = parse(b"YQ==\n", "f").unwrap_err().to_string();
         assert!(e.contains("expected"), "{e}");
     }

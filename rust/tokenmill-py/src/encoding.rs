@@ -27,7 +27,10 @@ fn extract_ranks(ranks: &Bound<'_, PyDict>) -> PyResult<Vec<(Vec<u8>, Rank)>> {
 }
 
 fn extract_specials(specials: &Bound<'_, PyDict>) -> PyResult<Vec<(String, Rank)>> {
-    specials.iter().map(|(k, v)| Ok((k.extract::<String>()?, v.extract::<Rank>()?))).collect()
+    specials
+        .iter()
+        .map(|(k, v)| Ok((k.extract::<String>()?, v.extract::<Rank>()?)))
+        .collect()
 }
 
 /// `"all"` or `True` -> All; `None`/`False`/empty -> Nothing; otherwise a collection of names.
@@ -36,7 +39,11 @@ fn special_filter(enc: &Encoding, obj: &Bound<'_, PyAny>) -> PyResult<SpecialFil
         return Ok(SpecialFilter::Nothing);
     }
     if let Ok(b) = obj.cast::<PyBool>() {
-        return Ok(if b.is_true() { SpecialFilter::All } else { SpecialFilter::Nothing });
+        return Ok(if b.is_true() {
+            SpecialFilter::All
+        } else {
+            SpecialFilter::Nothing
+        });
     }
     if let Ok(s) = obj.cast::<PyString>() {
         if s.to_str()? == "all" {
@@ -109,7 +116,11 @@ impl CoreBpe {
 
     /// Parses a `.tiktoken` file's bytes into a {token bytes: rank} dict.
     #[staticmethod]
-    fn parse_tiktoken_bytes<'py>(py: Python<'py>, contents: &[u8], source_name: &str) -> PyResult<Bound<'py, PyDict>> {
+    fn parse_tiktoken_bytes<'py>(
+        py: Python<'py>,
+        contents: &[u8],
+        source_name: &str,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let ranks = run(py, || tiktoken_file::parse(contents, source_name))?;
         let d = PyDict::new(py);
         for (b, r) in ranks {
@@ -180,9 +191,16 @@ impl CoreBpe {
     }
 
     #[pyo3(signature = (texts, num_threads))]
-    fn encode_ordinary_batch(&self, py: Python<'_>, texts: Vec<PyBackedStr>, num_threads: usize) -> PyResult<Vec<Vec<Rank>>> {
+    fn encode_ordinary_batch(
+        &self,
+        py: Python<'_>,
+        texts: Vec<PyBackedStr>,
+        num_threads: usize,
+    ) -> PyResult<Vec<Vec<Rank>>> {
         run(py, || {
-            par_map(&texts, num_threads, |t| self.inner.encode_ordinary(t)).into_iter().collect()
+            par_map(&texts, num_threads, |t| self.inner.encode_ordinary(t))
+                .into_iter()
+                .collect()
         })
     }
 
@@ -197,7 +215,11 @@ impl CoreBpe {
     ) -> PyResult<Vec<Vec<Rank>>> {
         let (allowed, disallowed) = filters(&self.inner, allowed_special, disallowed_special)?;
         run(py, || {
-            par_map(&texts, num_threads, |t| self.inner.encode(t, &allowed, &disallowed)).into_iter().collect()
+            par_map(&texts, num_threads, |t| {
+                self.inner.encode(t, &allowed, &disallowed)
+            })
+            .into_iter()
+            .collect()
         })
     }
 
@@ -216,7 +238,9 @@ impl CoreBpe {
     }
 
     fn encode_single_token(&self, piece: &[u8]) -> PyResult<Rank> {
-        self.inner.encode_single_token(piece).map_err(crate::errors::to_py)
+        self.inner
+            .encode_single_token(piece)
+            .map_err(crate::errors::to_py)
     }
 
     fn encode_single_piece(&self, py: Python<'_>, piece: &[u8]) -> PyResult<Vec<Rank>> {
@@ -225,29 +249,52 @@ impl CoreBpe {
 
     // ------------------------------------------------------------------ decoding
 
-    fn decode_bytes<'py>(&self, py: Python<'py>, tokens: Vec<Rank>) -> PyResult<Bound<'py, PyBytes>> {
+    fn decode_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        tokens: Vec<Rank>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let bytes = run(py, || self.inner.decode_bytes(&tokens))?;
         Ok(PyBytes::new(py, &bytes))
     }
 
-    fn decode_single_token_bytes<'py>(&self, py: Python<'py>, token: Rank) -> PyResult<Bound<'py, PyBytes>> {
-        let b = self.inner.token_bytes(token).map_err(crate::errors::to_py)?;
+    fn decode_single_token_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        token: Rank,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let b = self
+            .inner
+            .token_bytes(token)
+            .map_err(crate::errors::to_py)?;
         Ok(PyBytes::new(py, b))
     }
 
-    fn decode_tokens_bytes<'py>(&self, py: Python<'py>, tokens: Vec<Rank>) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+    fn decode_tokens_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        tokens: Vec<Rank>,
+    ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
         tokens
             .iter()
-            .map(|&t| Ok(PyBytes::new(py, self.inner.token_bytes(t).map_err(crate::errors::to_py)?)))
+            .map(|&t| {
+                Ok(PyBytes::new(
+                    py,
+                    self.inner.token_bytes(t).map_err(crate::errors::to_py)?,
+                ))
+            })
             .collect()
     }
 
     fn token_byte_values<'py>(&self, py: Python<'py>) -> Vec<Bound<'py, PyBytes>> {
-        self.inner.token_byte_values().into_iter().map(|b| PyBytes::new(py, b)).collect()
+        self.inner
+            .token_byte_values()
+            .into_iter()
+            .map(|b| PyBytes::new(py, b))
+            .collect()
     }
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<CoreBpe>()
 }
-

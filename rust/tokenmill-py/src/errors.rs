@@ -6,18 +6,48 @@ use pyo3::exceptions::{PyKeyError, PyNotImplementedError, PyRuntimeError, PyValu
 use pyo3::prelude::*;
 use tokenmill_core::Error;
 
-create_exception!(tokenmill, TokenmillError, PyValueError, "Base class of tokenmill's ValueErrors.");
-create_exception!(tokenmill, InvalidFileError, TokenmillError, "A tokenizer file is malformed.");
-create_exception!(tokenmill, InvalidVocabError, TokenmillError, "A vocabulary is inconsistent.");
-create_exception!(tokenmill, InvalidPatternError, TokenmillError, "A pre-tokenizer pattern does not compile.");
-create_exception!(tokenmill, PatternMatchError, TokenmillError, "The regex engine gave up on an input.");
+create_exception!(
+    tokenmill,
+    TokenmillError,
+    PyValueError,
+    "Base class of tokenmill's ValueErrors."
+);
+create_exception!(
+    tokenmill,
+    InvalidFileError,
+    TokenmillError,
+    "A tokenizer file is malformed."
+);
+create_exception!(
+    tokenmill,
+    InvalidVocabError,
+    TokenmillError,
+    "A vocabulary is inconsistent."
+);
+create_exception!(
+    tokenmill,
+    InvalidPatternError,
+    TokenmillError,
+    "A pre-tokenizer pattern does not compile."
+);
+create_exception!(
+    tokenmill,
+    PatternMatchError,
+    TokenmillError,
+    "The regex engine gave up on an input."
+);
 create_exception!(
     tokenmill,
     DisallowedSpecialTokenError,
     TokenmillError,
     "Text contains a special token that was not allowed."
 );
-create_exception!(tokenmill, UnknownTokenError, PyKeyError, "A token id or token that the vocabulary does not have.");
+create_exception!(
+    tokenmill,
+    UnknownTokenError,
+    PyKeyError,
+    "A token id or token that the vocabulary does not have."
+);
 create_exception!(
     tokenmill,
     UnsupportedFeatureError,
@@ -55,8 +85,14 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("InvalidVocabError", py.get_type::<InvalidVocabError>())?;
     m.add("InvalidPatternError", py.get_type::<InvalidPatternError>())?;
     m.add("PatternMatchError", py.get_type::<PatternMatchError>())?;
-    m.add("DisallowedSpecialTokenError", py.get_type::<DisallowedSpecialTokenError>())?;
+    m.add(
+        "DisallowedSpecialTokenError",
+        py.get_type::<DisallowedSpecialTokenError>(),
+    )?;
     m.add("UnknownTokenError", py.get_type::<UnknownTokenError>())?;
-    m.add("UnsupportedFeatureError", py.get_type::<UnsupportedFeatureError>())?;
+    m.add(
+        "UnsupportedFeatureError",
+        py.get_type::<UnsupportedFeatureError>(),
+    )?;
     Ok(())
 }

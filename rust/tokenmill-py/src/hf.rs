@@ -1,5 +1,7 @@
 //! `HfTokenizer`: Hugging Face `tokenizer.json` byte-level BPE, and its per-text result.
 
+use std::sync::Arc;
+
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::types::PyDict;
@@ -11,13 +13,15 @@ use crate::run;
 
 #[pyclass(module = "tokenmill._core", frozen, name = "HfTokenizer")]
 pub struct HfTokenizer {
-    inner: CoreTokenizer,
+    inner: Arc<CoreTokenizer>,
 }
 
 /// What `tokenizers.Encoding` reports for one text.
 #[pyclass(module = "tokenmill._core", frozen, name = "EncodingResult")]
 pub struct EncodingResult {
     inner: HfEncoding,
+    // Token strings are looked up when asked for, not built for every encode.
+    tokenizer: Arc<CoreTokenizer>,
 }
 
 #[pymethods]
@@ -27,8 +31,8 @@ impl EncodingResult {
         self.inner.ids.clone()
     }
     #[getter]
-    fn tokens(&self) -> Vec<String> {
-        self.inner.tokens.clone()
+    fn tokens(&self) -> Vec<&str> {
+        self.tokenizer.tokens(&self.inner)
     }
     #[getter]
     fn offsets(&self) -> Vec<(usize, usize)> {
@@ -62,18 +66,33 @@ impl HfTokenizer {
     #[staticmethod]
     fn from_str(py: Python<'_>, json: &str, source_name: &str) -> PyResult<Self> {
         let inner = run(py, || CoreTokenizer::from_json(json, source_name))?;
-        Ok(HfTokenizer { inner })
+        Ok(HfTokenizer {
+            inner: Arc::new(inner),
+        })
     }
 
     #[pyo3(signature = (text, add_special_tokens=true))]
-    fn encode(&self, py: Python<'_>, text: &str, add_special_tokens: bool) -> PyResult<EncodingResult> {
+    fn encode(
+        &self,
+        py: Python<'_>,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> PyResult<EncodingResult> {
         let inner = run(py, || self.inner.encode(text, add_special_tokens))?;
-        Ok(EncodingResult { inner })
+        Ok(EncodingResult {
+            inner,
+            tokenizer: self.inner.clone(),
+        })
     }
 
     /// Ids only (no token strings or offsets): the fast path.
     #[pyo3(signature = (text, add_special_tokens=true))]
-    fn encode_ids(&self, py: Python<'_>, text: &str, add_special_tokens: bool) -> PyResult<Vec<Rank>> {
+    fn encode_ids(
+        &self,
+        py: Python<'_>,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> PyResult<Vec<Rank>> {
         run(py, || self.inner.encode_ids(text, add_special_tokens))
     }
 
@@ -86,8 +105,17 @@ impl HfTokenizer {
         num_threads: usize,
     ) -> PyResult<Vec<EncodingResult>> {
         let refs: Vec<&str> = texts.iter().map(|t| &**t).collect();
-        let out = run(py, || self.inner.encode_batch(&refs, add_special_tokens, num_threads))?;
-        Ok(out.into_iter().map(|inner| EncodingResult { inner }).collect())
+        let out = run(py, || {
+            self.inner
+                .encode_batch(&refs, add_special_tokens, num_threads)
+        })?;
+        Ok(out
+            .into_iter()
+            .map(|inner| EncodingResult {
+                inner,
+                tokenizer: self.inner.clone(),
+            })
+            .collect())
     }
 
     #[pyo3(signature = (texts, add_special_tokens, num_threads))]
@@ -99,14 +127,21 @@ impl HfTokenizer {
         num_threads: usize,
     ) -> PyResult<Vec<Vec<Rank>>> {
         run(py, || {
-            tokenmill_core::encoding::par_map(&texts, num_threads, |t| self.inner.encode_ids(t, add_special_tokens))
-                .into_iter()
-                .collect()
+            tokenmill_core::encoding::par_map(&texts, num_threads, |t| {
+                self.inner.encode_ids(t, add_special_tokens)
+            })
+            .into_iter()
+            .collect()
         })
     }
 
     #[pyo3(signature = (ids, skip_special_tokens=true))]
-    fn decode(&self, py: Python<'_>, ids: Vec<Rank>, skip_special_tokens: bool) -> PyResult<String> {
+    fn decode(
+        &self,
+        py: Python<'_>,
+        ids: Vec<Rank>,
+        skip_special_tokens: bool,
+    ) -> PyResult<String> {
         run(py, || Ok(self.inner.decode(&ids, skip_special_tokens)))
     }
 
@@ -119,7 +154,11 @@ impl HfTokenizer {
         num_threads: usize,
     ) -> PyResult<Vec<String>> {
         run(py, || {
-            Ok(tokenmill_core::encoding::par_map(&batch, num_threads, |ids| self.inner.decode(ids, skip_special_tokens)))
+            Ok(tokenmill_core::encoding::par_map(
+                &batch,
+                num_threads,
+                |ids| self.inner.decode(ids, skip_special_tokens),
+            ))
         })
     }
 
@@ -132,7 +171,11 @@ impl HfTokenizer {
     }
 
     #[pyo3(signature = (with_added_tokens=true))]
-    fn get_vocab<'py>(&self, py: Python<'py>, with_added_tokens: bool) -> PyResult<Bound<'py, PyDict>> {
+    fn get_vocab<'py>(
+        &self,
+        py: Python<'py>,
+        with_added_tokens: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
         for (s, id) in self.inner.vocab(with_added_tokens) {
             d.set_item(s, id)?;
@@ -147,7 +190,10 @@ impl HfTokenizer {
 
     /// (content, id, special) of every added token, in file order.
     fn added_tokens(&self) -> Vec<(String, Rank, bool)> {
-        self.inner.added_tokens().map(|(c, i, s)| (c.to_string(), i, s)).collect()
+        self.inner
+            .added_tokens()
+            .map(|(c, i, s)| (c.to_string(), i, s))
+            .collect()
     }
 
     fn to_core_bpe(&self, py: Python<'_>) -> PyResult<CoreBpe> {

@@ -43,7 +43,11 @@ impl Pretokenizer {
 
     /// The pieces of `text`, as strings.
     fn split(&self, py: Python<'_>, text: &str) -> PyResult<Vec<String>> {
-        Ok(self.find_byte_spans(py, text)?.into_iter().map(|(s, e)| text[s..e].to_string()).collect())
+        Ok(self
+            .find_byte_spans(py, text)?
+            .into_iter()
+            .map(|(s, e)| text[s..e].to_string())
+            .collect())
     }
 }
 

@@ -15,7 +15,7 @@ use super::classes::{is_other, is_word_prefix, Text, LETTER, NUM};
 pub(super) struct Variant {
     /// `\s++$` comes first among the whitespace alternatives (cl100k_base).
     pub(super) ws_to_end_first: bool,
-    /// The `n` of `\p{N}{1,n}`.
+    /// The `n` of `\p{N}{1,n}` (at least 1).
     pub(super) max_digits: usize,
 }
 
@@ -35,8 +35,11 @@ pub(super) const QWEN2: Variant = Variant {
 /// End of the match starting at `p` (`p < len`; some alternative always matches at `p`).
 #[inline]
 pub(super) fn next_end(t: &Text<'_>, p: usize, v: Variant) -> usize {
-    if let Some(e) = t.contraction_ci(p) {
-        return e;
+    let b0 = t.b[p];
+    if b0 == b'\'' {
+        if let Some(e) = t.contraction_ci(p) {
+            return e;
+        }
     }
     let (f, n) = t.at(p);
     let is_letter = |f: u8| f & LETTER != 0;
@@ -45,21 +48,27 @@ pub(super) fn next_end(t: &Text<'_>, p: usize, v: Variant) -> usize {
     if is_letter(f) {
         return t.run(p + n, is_letter);
     }
-    if is_word_prefix(f) && is_letter(t.flags_at(p + n)) {
-        return t.run(p + n, is_letter);
+    // The char after a prefix char: a letter (prefix + word) or, after an ASCII space, "other".
+    let (g, m) = if is_word_prefix(f) && p + n < t.len() {
+        t.at(p + n)
+    } else {
+        (0, 0)
+    };
+    if is_letter(g) {
+        return t.run(p + n + m, is_letter);
     }
     if f & NUM != 0 {
-        return t.run_max(p, v.max_digits, |f| f & NUM != 0);
+        return t.run_max(p + n, v.max_digits - 1, |f| f & NUM != 0);
     }
     // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
-    let other_start = if is_other(f) {
-        Some(p)
-    } else if t.b[p] == b' ' && p + 1 < t.len() && is_other(t.flags_at(p + 1)) {
-        Some(p + 1)
+    let other_end = if is_other(f) {
+        Some(p + n)
+    } else if b0 == b' ' && m != 0 && is_other(g) {
+        Some(p + 1 + m)
     } else {
         None
     };
-    if let Some(s) = other_start {
+    if let Some(s) = other_end {
         let e = t.run(s, is_other);
         return t.run_bytes(e, b"\r\n");
     }

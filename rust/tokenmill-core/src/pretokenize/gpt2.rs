@@ -13,36 +13,40 @@ use super::classes::{is_other, Text, LETTER, NUM, WS};
 /// End of the match starting at `p` (`p < len`; some alternative always matches at `p`).
 #[inline]
 pub(super) fn next_end(t: &Text<'_>, p: usize) -> usize {
-    if let Some(e) = t.contraction(p) {
-        return e;
+    let b0 = t.b[p];
+    if b0 == b'\'' {
+        if let Some(e) = t.contraction(p) {
+            return e;
+        }
     }
     let (f, n) = t.at(p);
-    // ` ?` attaches a single ASCII space to a following letter/number/other run.
-    let (s, g) = if t.b[p] == b' ' {
-        match t.flags_at(p + 1) {
-            g if g & (LETTER | NUM) != 0 || (p + 1 < t.len() && is_other(g)) => (p + 1, g),
-            _ => (p, f),
+    // ` ?` attaches a single ASCII space to a following letter, number or "other" run, that
+    // is to anything but whitespace.
+    let (g, next) = if b0 == b' ' && p + 1 < t.len() {
+        match t.at(p + 1) {
+            (g, m) if g & WS == 0 => (g, p + 1 + m),
+            _ => (f, p + n),
         }
     } else {
-        (p, f)
+        (f, p + n)
     };
     if g & LETTER != 0 {
-        t.run(s, |f| f & LETTER != 0)
+        t.run(next, |f| f & LETTER != 0)
     } else if g & NUM != 0 {
-        t.run(s, |f| f & NUM != 0)
+        t.run(next, |f| f & NUM != 0)
     } else if g & WS == 0 {
-        t.run(s, is_other)
+        t.run(next, is_other)
     } else {
-        // Whitespace (and then s == p). At the end of the text the whole run matches; before a
-        // non-space `\s+(?!\S)` backtracks one char so the last space can start the next piece,
-        // which fails for a run of one char, leaving `\s`.
+        // Whitespace (and then `p` starts it). At the end of the text the whole run matches;
+        // before a non-space `\s+(?!\S)` backtracks one char so the last space can start the
+        // next piece, which fails for a run of one char, leaving `\s`.
         let r = t.ws_run(p);
         if r.end == t.len() {
             r.end
         } else if r.last > p {
             r.last
         } else {
-            p + n
+            next
         }
     }
 }

@@ -1,9 +1,9 @@
 //! Pre-tokenization: splitting text into the pieces BPE runs on.
 //!
-//! Design. Profiles of tiktoken show most of its encode time inside fancy-regex, which runs these
-//! patterns as a backtracking VM: every piece pays for trying the alternatives one by one, and on
-//! long whitespace runs `\s+(?!\S)` / `\s*[\r\n]` backtrack over the whole run (with a per-match
-//! backtrack limit that real inputs can hit). Yet the handful of patterns used in practice (GPT-2,
+//! Design. tiktoken spends most of its encode time inside fancy-regex, which runs these patterns
+//! as a backtracking VM: every piece pays for trying the alternatives one by one, and on long
+//! whitespace runs `\s+(?!\S)` / `\s*[\r\n]` backtrack over the whole run (against a backtrack
+//! limit that long inputs can hit). Yet the handful of patterns used in practice (GPT-2,
 //! cl100k, Llama-3, Qwen2, o200k) are simple enough that their exact match sequence can be
 //! computed by a direct left-to-right scan over character classes. So [`Pretokenizer::new`]
 //! recognises those pattern strings and uses a hand-written scanner for them, one per pattern

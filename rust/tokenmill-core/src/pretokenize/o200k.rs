@@ -28,36 +28,59 @@ fn lower(f: u8) -> bool {
     f & LOWERISH != 0
 }
 
-/// Scans the longest UPPER run from `s`: its end, and the end of its last char that is also
-/// LOWER (Lm, Lo, M) if any.
+/// The longest UPPER run from some position.
+struct UpperRun {
+    /// Where the run ends.
+    end: usize,
+    /// Whether the char at `end` is LOWER (false at the end of the text).
+    lower_follows: bool,
+    /// The end of the run's last char that is also LOWER (Lm, Lo, M), if any.
+    last_lower: Option<usize>,
+}
+
 #[inline(always)]
-fn upper_run(t: &Text<'_>, mut i: usize) -> (usize, Option<usize>) {
+fn upper_run(t: &Text<'_>, mut i: usize) -> UpperRun {
     let mut last_lower = None;
     while i < t.len() {
         let (f, n) = t.at(i);
         if !upper(f) {
-            break;
+            return UpperRun {
+                end: i,
+                lower_follows: lower(f),
+                last_lower,
+            };
         }
         if lower(f) {
             last_lower = Some(i + n);
         }
         i += n;
     }
-    (i, last_lower)
+    UpperRun {
+        end: i,
+        lower_follows: false,
+        last_lower,
+    }
+}
+
+/// Where alternative 1's `LOWER+` ends after UPPER* took `run`, if it can match at all.
+#[inline(always)]
+fn lower_plus_end(t: &Text<'_>, run: &UpperRun) -> Option<usize> {
+    if run.lower_follows {
+        // The char at `run.end` is LOWER but not UPPER (it ended the run): a Ll letter.
+        let (_, n) = t.at(run.end);
+        Some(t.run(run.end + n, lower))
+    } else {
+        // UPPER* gives chars back until LOWER+ can start: at the run's last LOWER char (giving
+        // back further only reaches UPPER-only chars, which LOWER+ rejects), and LOWER+ then
+        // ends right after it, since the rest of the run and the char after it are not LOWER.
+        run.last_lower
+    }
 }
 
 /// Alternative 1 without its prefix, `UPPER* LOWER+ C?`, anchored at `s`.
 #[inline]
 fn alt1(t: &Text<'_>, s: usize) -> Option<usize> {
-    let (u, last_lower) = upper_run(t, s);
-    let end = if lower(t.flags_at(u)) {
-        t.run(u, lower)
-    } else {
-        // UPPER* gives chars back until LOWER+ can start: at the run's last LOWER char (giving
-        // back further only reaches UPPER-only chars, which LOWER+ rejects), and LOWER+ then
-        // ends right after it, since the rest of the run and the char after it are not LOWER.
-        last_lower?
-    };
+    let end = lower_plus_end(t, &upper_run(t, s))?;
     Some(t.contraction_ci(end).unwrap_or(end))
 }
 
@@ -66,15 +89,11 @@ fn alt1(t: &Text<'_>, s: usize) -> Option<usize> {
 /// so alternative 2's `UPPER+ LOWER*` is exactly that run.
 #[inline(always)]
 fn alt1_then_alt2(t: &Text<'_>, s: usize) -> Option<usize> {
-    let (u, last_lower) = upper_run(t, s);
-    let end = if lower(t.flags_at(u)) {
-        t.run(u, lower)
-    } else if let Some(e) = last_lower {
-        e
-    } else if u > s {
-        u
-    } else {
-        return None;
+    let run = upper_run(t, s);
+    let end = match lower_plus_end(t, &run) {
+        Some(e) => e,
+        None if run.end > s => run.end,
+        None => return None,
     };
     Some(t.contraction_ci(end).unwrap_or(end))
 }
