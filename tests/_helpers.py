@@ -24,11 +24,13 @@ def call_catching(fn: Callable[[], Any]) -> tuple[str, Any]:
         return "ok", fn()
     except Exception as e:
         return "raise", e
-    except BaseException as e:  # noqa: BLE001 - this is the point
+    except BaseException as e:
         if isinstance(e, (KeyboardInterrupt, SystemExit)):
             raise
-        pytest.fail(f"a non-Exception BaseException escaped: {type(e).__module__}."
-                    f"{type(e).__qualname__}: {e}")
+        pytest.fail(
+            f"a non-Exception BaseException escaped: {type(e).__module__}."
+            f"{type(e).__qualname__}: {e}"
+        )
 
 
 def no_panic(fn: Callable[[], Any]) -> Any:
@@ -39,15 +41,21 @@ def no_panic(fn: Callable[[], Any]) -> Any:
     return value
 
 
-def expect_raises(exc: type[BaseException] | tuple[type[BaseException], ...],
-                  fn: Callable[[], Any], *, what: str = "") -> BaseException:
+def expect_raises(
+    exc: type[BaseException] | tuple[type[BaseException], ...],
+    fn: Callable[[], Any],
+    *,
+    what: str = "",
+) -> BaseException:
     """``fn()`` must raise ``exc`` (never a non-Exception ``BaseException``)."""
     kind, value = call_catching(fn)
     if kind == "ok":
         pytest.fail(f"{what or 'call'}: expected {exc} but it returned {_short(value)}")
     if not isinstance(value, exc):
-        pytest.fail(f"{what or 'call'}: expected {exc} but got "
-                    f"{type(value).__module__}.{type(value).__qualname__}: {value}")
+        pytest.fail(
+            f"{what or 'call'}: expected {exc} but got "
+            f"{type(value).__module__}.{type(value).__qualname__}: {value}"
+        )
     assert isinstance(value, BaseException)
     return value
 
@@ -58,7 +66,9 @@ def same_outcome(ref: Callable[[], Any], got: Callable[[], Any], *, what: str) -
     rk, rv = call_catching(ref)
     gk, gv = call_catching(got)
     if rk == "ok" and gk == "ok":
-        assert gv == rv, f"{what}: values differ\n  reference: {_short(rv)}\n  tokenmill: {_short(gv)}"
+        assert gv == rv, (
+            f"{what}: values differ\n  reference: {_short(rv)}\n  tokenmill: {_short(gv)}"
+        )
         return rv
     if rk == "raise" and gk == "raise":
         assert type(gv) is type(rv) or isinstance(gv, type(rv)), (
@@ -163,8 +173,9 @@ def assert_same_ids(
     if bad:
         i = bad[0]
         msg = describe_id_mismatch(label, i, docs[i], expected[i], actual[i], token_bytes)
-        pytest.fail(f"{len(bad)}/{len(docs)} documents differ (indices {bad[:20]})\n{msg}",
-                    pytrace=False)
+        pytest.fail(
+            f"{len(bad)}/{len(docs)} documents differ (indices {bad[:20]})\n{msg}", pytrace=False
+        )
 
 
 def _ids_equal(exp: Sequence[int], got: Any) -> bool:
@@ -192,11 +203,13 @@ def check_parity_streaming(
             if not _ids_equal(exp[k], act[k]):
                 bad.append(start + k)
                 if first is None:
-                    first = describe_id_mismatch(label, start + k, part[k], exp[k], act[k],
-                                                 token_bytes)
+                    first = describe_id_mismatch(
+                        label, start + k, part[k], exp[k], act[k], token_bytes
+                    )
     if bad:
-        pytest.fail(f"{len(bad)}/{len(docs)} documents differ (indices {bad[:20]})\n{first}",
-                    pytrace=False)
+        pytest.fail(
+            f"{len(bad)}/{len(docs)} documents differ (indices {bad[:20]})\n{first}", pytrace=False
+        )
 
 
 # ----------------------------------------------------------------------------------------
@@ -209,7 +222,9 @@ def encoding_fields(enc: Any) -> dict[str, list[Any]]:
     return {f: list(getattr(enc, f)) for f in ENCODING_FIELDS}
 
 
-def describe_encoding_mismatch(label: str, doc_index: int, text: str, ref: Any, got: Any) -> str | None:
+def describe_encoding_mismatch(
+    label: str, doc_index: int, text: str, ref: Any, got: Any
+) -> str | None:
     rf = encoding_fields(ref)
     try:
         gf = encoding_fields(got)
@@ -221,14 +236,18 @@ def describe_encoding_mismatch(label: str, doc_index: int, text: str, ref: Any, 
         if a == b_norm and (field != "offsets" or all(isinstance(x, tuple) for x in b[:16])):
             continue
         j = _first_diff(a, b_norm)
-        lines = [f"{label}: document #{doc_index}: field {field!r} differs at position {j} "
-                 f"(lengths reference {len(a)}, tokenmill {len(b)})"]
+        lines = [
+            f"{label}: document #{doc_index}: field {field!r} differs at position {j} "
+            f"(lengths reference {len(a)}, tokenmill {len(b)})"
+        ]
         if field == "offsets" and a == b_norm:
             lines.append(f"  offsets are not tuples: {type(b[0]).__qualname__}")
         offs = rf["offsets"]
         if j < len(offs):
             s, e = offs[j]
-            lines.append(f"  text near it: {text[max(0, s - 30):s]!r} ⟨HERE⟩ {text[s:e + 50]!r}")
+            lines.append(
+                f"  text near it: {text[max(0, s - 30) : s]!r} ⟨HERE⟩ {text[s : e + 50]!r}"
+            )
         lo, hi = max(0, j - 6), j + 10
         for name in ("ids", "tokens", "offsets"):
             lines.append(f"  reference {name}[{lo}:{hi}]: {rf[name][lo:hi]}")
@@ -237,19 +256,21 @@ def describe_encoding_mismatch(label: str, doc_index: int, text: str, ref: Any, 
     return None
 
 
-def assert_same_encodings(label: str, docs: Sequence[str], refs: Sequence[Any],
-                          gots: Sequence[Any]) -> None:
+def assert_same_encodings(
+    label: str, docs: Sequence[str], refs: Sequence[Any], gots: Sequence[Any]
+) -> None:
     assert len(gots) == len(refs), f"{label}: {len(gots)} results for {len(refs)} documents"
     bad: list[int] = []
     first: str | None = None
-    for i, (r, g) in enumerate(zip(refs, gots)):
+    for i, (r, g) in enumerate(zip(refs, gots, strict=True)):
         msg = describe_encoding_mismatch(label, i, docs[i], r, g)
         if msg is not None:
             bad.append(i)
             first = first or msg
     if bad:
-        pytest.fail(f"{len(bad)}/{len(docs)} documents differ (indices {bad[:20]})\n{first}",
-                    pytrace=False)
+        pytest.fail(
+            f"{len(bad)}/{len(docs)} documents differ (indices {bad[:20]})\n{first}", pytrace=False
+        )
 
 
 # ----------------------------------------------------------------------------------------

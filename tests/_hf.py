@@ -16,16 +16,24 @@ def llama3_with_bos(llama3_json: str) -> str:
     d["post_processor"] = {
         "type": "Sequence",
         "processors": [
-            {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False,
-             "use_regex": True},
+            {
+                "type": "ByteLevel",
+                "add_prefix_space": True,
+                "trim_offsets": False,
+                "use_regex": True,
+            },
             {
                 "type": "TemplateProcessing",
-                "single": [{"SpecialToken": {"id": bos, "type_id": 0}},
-                           {"Sequence": {"id": "A", "type_id": 0}}],
-                "pair": [{"SpecialToken": {"id": bos, "type_id": 0}},
-                         {"Sequence": {"id": "A", "type_id": 0}},
-                         {"SpecialToken": {"id": bos, "type_id": 1}},
-                         {"Sequence": {"id": "B", "type_id": 1}}],
+                "single": [
+                    {"SpecialToken": {"id": bos, "type_id": 0}},
+                    {"Sequence": {"id": "A", "type_id": 0}},
+                ],
+                "pair": [
+                    {"SpecialToken": {"id": bos, "type_id": 0}},
+                    {"Sequence": {"id": "A", "type_id": 0}},
+                    {"SpecialToken": {"id": bos, "type_id": 1}},
+                    {"Sequence": {"id": "B", "type_id": 1}},
+                ],
                 "special_tokens": {bos: {"id": bos, "ids": [bos_id], "tokens": [bos]}},
             },
         ],

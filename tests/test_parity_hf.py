@@ -14,6 +14,8 @@ import random
 from typing import Any
 
 import pytest
+
+import corpora
 from _helpers import (
     assert_same_encodings,
     describe_encoding_mismatch,
@@ -23,11 +25,11 @@ from _helpers import (
 )
 from _hf import HF_VARIANTS, TRAINED_ADDED, TRAINED_SPECIALS
 
-import corpora
-
 CORPORA = list(corpora.CORPUS_NAMES)
-SLICES = [pytest.param("small", id="small"), pytest.param("full", id="full",
-                                                          marks=pytest.mark.sweep)]
+SLICES = [
+    pytest.param("small", id="small"),
+    pytest.param("full", id="full", marks=pytest.mark.sweep),
+]
 
 
 def _added_pieces(ref: Any) -> list[str]:
@@ -52,7 +54,8 @@ def test_vocab(variant: str, hf_pairs: dict[str, tuple[Any, Any]]) -> None:
     assert got.get_vocab_size() == ref.get_vocab_size()
     assert got.get_vocab_size(with_added_tokens=True) == ref.get_vocab_size(with_added_tokens=True)
     assert got.get_vocab_size(with_added_tokens=False) == ref.get_vocab_size(
-        with_added_tokens=False)
+        with_added_tokens=False
+    )
     vocab = ref.get_vocab()
     rng = random.Random(3)
     sample = rng.sample(sorted(vocab), min(2000, len(vocab))) + _added_pieces(ref)
@@ -66,9 +69,12 @@ def test_vocab(variant: str, hf_pairs: dict[str, tuple[Any, Any]]) -> None:
         assert got.id_to_token(bad_id) == ref.id_to_token(bad_id)
 
 
-def test_from_str_equals_from_file(tm: Any, hf_json_variants: dict[str, str],
-                                   hf_pairs: dict[str, tuple[Any, Any]],
-                                   small_corpora: dict[str, list[str]]) -> None:
+def test_from_str_equals_from_file(
+    tm: Any,
+    hf_json_variants: dict[str, str],
+    hf_pairs: dict[str, tuple[Any, Any]],
+    small_corpora: dict[str, list[str]],
+) -> None:
     for variant in ("llama3", "gpt2"):
         a = no_panic(lambda v=variant: tm.Tokenizer.from_str(hf_json_variants[v]))
         _, b = _pair(hf_pairs, variant)
@@ -89,25 +95,33 @@ def test_trained_fixture_is_what_we_asked_for(hf_json_variants: dict[str, str]) 
         assert not any(added[s] for s in TRAINED_ADDED)
         assert len(d["model"]["merges"]) > 1000
     assert json.loads(hf_json_variants["gpt2"])["post_processor"]["trim_offsets"] is True
-    assert json.loads(hf_json_variants["gpt2-bos"])["post_processor"]["type"] == \
-        "TemplateProcessing"
-    assert json.loads(hf_json_variants["gpt2-prefix-space"])["pre_tokenizer"][
-        "add_prefix_space"] is True
+    assert (
+        json.loads(hf_json_variants["gpt2-bos"])["post_processor"]["type"] == "TemplateProcessing"
+    )
+    assert (
+        json.loads(hf_json_variants["gpt2-prefix-space"])["pre_tokenizer"]["add_prefix_space"]
+        is True
+    )
 
 
 # ----------------------------------------------------------------------------------------
 # Encoding
 
 
-def _check_encode(variant: str, corpus: str, docs: list[str],
-                  hf_pairs: dict[str, tuple[Any, Any]], add_special_tokens: bool,
-                  chunk: int = 64) -> None:
+def _check_encode(
+    variant: str,
+    corpus: str,
+    docs: list[str],
+    hf_pairs: dict[str, tuple[Any, Any]],
+    add_special_tokens: bool,
+    chunk: int = 64,
+) -> None:
     ref, got = _pair(hf_pairs, variant)
     bad: list[int] = []
     first: str | None = None
     label = f"encode[{variant}, {corpus}, add_special_tokens={add_special_tokens}]"
     for start in range(0, len(docs), chunk):
-        part = docs[start:start + chunk]
+        part = docs[start : start + chunk]
         refs = ref.encode_batch(part, add_special_tokens=add_special_tokens)
         for k, d in enumerate(part):
             g = no_panic(lambda d=d: got.encode(d, add_special_tokens=add_special_tokens))
@@ -116,53 +130,76 @@ def _check_encode(variant: str, corpus: str, docs: list[str],
                 bad.append(start + k)
                 first = first or msg
     if bad:
-        pytest.fail(f"{len(bad)}/{len(docs)} documents differ (indices {bad[:20]})\n{first}",
-                    pytrace=False)
+        pytest.fail(
+            f"{len(bad)}/{len(docs)} documents differ (indices {bad[:20]})\n{first}", pytrace=False
+        )
 
 
 @pytest.mark.parametrize("slice_name", SLICES)
 @pytest.mark.parametrize("corpus", CORPORA)
 @pytest.mark.parametrize("variant", HF_VARIANTS)
-def test_encode(variant: str, corpus: str, slice_name: str,
-                hf_pairs: dict[str, tuple[Any, Any]]) -> None:
+def test_encode(
+    variant: str, corpus: str, slice_name: str, hf_pairs: dict[str, tuple[Any, Any]]
+) -> None:
     docs = corpora.corpus(corpus, slice_name)
     _check_encode(variant, corpus, docs, hf_pairs, add_special_tokens=True)
 
 
 @pytest.mark.parametrize("corpus", CORPORA)
 @pytest.mark.parametrize("variant", HF_VARIANTS)
-def test_encode_with_added_tokens(variant: str, corpus: str,
-                                  hf_pairs: dict[str, tuple[Any, Any]]) -> None:
+def test_encode_with_added_tokens(
+    variant: str, corpus: str, hf_pairs: dict[str, tuple[Any, Any]]
+) -> None:
     """Added tokens (special and non-special) embedded in text, with and without
     add_special_tokens."""
     ref, _ = hf_pairs[variant]
-    docs = sprinkle(corpora.corpus(corpus, "small")[:30], _added_pieces(ref), seed=41,
-                    per_doc=6)
+    docs = sprinkle(corpora.corpus(corpus, "small")[:30], _added_pieces(ref), seed=41, per_doc=6)
     for add in (True, False):
         _check_encode(variant, corpus, docs, hf_pairs, add_special_tokens=add)
 
 
 @pytest.mark.parametrize("variant", HF_VARIANTS)
-def test_encode_batch(variant: str, hf_pairs: dict[str, tuple[Any, Any]],
-                      small_corpora: dict[str, list[str]]) -> None:
+def test_encode_batch(
+    variant: str, hf_pairs: dict[str, tuple[Any, Any]], small_corpora: dict[str, list[str]]
+) -> None:
     ref, got = _pair(hf_pairs, variant)
     docs = [d for c in CORPORA for d in small_corpora[c][:15]]
     docs = sprinkle(docs, _added_pieces(ref), seed=42, per_doc=2)
     for add in (True, False):
         refs = ref.encode_batch(docs, add_special_tokens=add)
         gots = no_panic(lambda add=add: got.encode_batch(docs, add_special_tokens=add))
-        assert_same_encodings(f"encode_batch[{variant}, add_special_tokens={add}]", docs, refs,
-                              gots)
+        assert_same_encodings(
+            f"encode_batch[{variant}, add_special_tokens={add}]", docs, refs, gots
+        )
     assert got.encode_batch([]) == [] == ref.encode_batch([])
 
 
 @pytest.mark.parametrize("variant", HF_VARIANTS)
 def test_encode_edge_strings(variant: str, hf_pairs: dict[str, tuple[Any, Any]]) -> None:
     ref, got = _pair(hf_pairs, variant)
-    texts = ["", " ", "  ", "\n", "\r\n", "\t\t x", "a", " leading", "trailing ", "x  y",
-             "I'm can't WE'LL it's", "123456789", "😀👍🏽👨‍👩‍👧", "e\u0301", "\u3000\u3000x",
-             "\x00\x01\x7f", "ﬁ ligature", "İstanbul ß", "日本語のテキスト", "  \n\n  \n",
-             *_added_pieces(ref)[:10]]
+    texts = [
+        "",
+        " ",
+        "  ",
+        "\n",
+        "\r\n",
+        "\t\t x",
+        "a",
+        " leading",
+        "trailing ",
+        "x  y",
+        "I'm can't WE'LL it's",
+        "123456789",
+        "😀👍🏽👨‍👩‍👧",
+        "e\u0301",
+        "\u3000\u3000x",
+        "\x00\x01\x7f",
+        "ﬁ ligature",
+        "İstanbul ß",
+        "日本語のテキスト",
+        "  \n\n  \n",
+        *_added_pieces(ref)[:10],
+    ]
     for t in texts:
         for add in (True, False):
             r = ref.encode(t, add_special_tokens=add)
@@ -188,7 +225,7 @@ def test_decode(variant: str, corpus: str, hf_pairs: dict[str, tuple[Any, Any]])
         # Arbitrary slices: cut through multi-byte characters and byte-level merges.
         for _ in range(3):
             a = rng.randrange(len(ids) + 1)
-            batches.append(ids[a:rng.randrange(a, len(ids) + 1)])
+            batches.append(ids[a : rng.randrange(a, len(ids) + 1)])
     for ids in batches:
         for skip in (True, False):
             r = ref.decode(ids, skip_special_tokens=skip)
@@ -199,7 +236,8 @@ def test_decode(variant: str, corpus: str, hf_pairs: dict[str, tuple[Any, Any]])
             )
     assert got.decode_batch(batches) == ref.decode_batch(batches)
     assert got.decode_batch(batches, skip_special_tokens=False) == ref.decode_batch(
-        batches, skip_special_tokens=False)
+        batches, skip_special_tokens=False
+    )
 
 
 @pytest.mark.parametrize("variant", ["llama3", "gpt2"])
@@ -209,5 +247,8 @@ def test_decode_out_of_range_ids(variant: str, hf_pairs: dict[str, tuple[Any, An
     ref, got = _pair(hf_pairs, variant)
     n = ref.get_vocab_size()
     for ids in ([1, n + 5, 2], [n + 10**6], [-1], [2**40], [2**64], ["a"], [1.5], []):
-        same_outcome(lambda ids=ids: ref.decode(ids), lambda ids=ids: got.decode(ids),
-                     what=f"Tokenizer.decode({ids})")
+        same_outcome(
+            lambda ids=ids: ref.decode(ids),
+            lambda ids=ids: got.decode(ids),
+            what=f"Tokenizer.decode({ids})",
+        )

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import tiktoken
 import tiktoken.load
+
+import corpora
 from _helpers import (
     assert_same_ids,
     check_parity_streaming,
@@ -25,21 +27,26 @@ from _helpers import (
     sprinkle,
 )
 
-import corpora
-
 CORPORA = list(corpora.CORPUS_NAMES)
-SLICES = [pytest.param("small", id="small"), pytest.param("full", id="full",
-                                                          marks=pytest.mark.sweep)]
+SLICES = [
+    pytest.param("small", id="small"),
+    pytest.param("full", id="full", marks=pytest.mark.sweep),
+]
 
-SPECIALS = ["<|endoftext|>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
-            "<|endofprompt|>"]
+SPECIALS = [
+    "<|endoftext|>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|endofprompt|>",
+]
 
 # Pre-tokenisation patterns of other tiktoken / HF encodings.  The cl100k ranks work with any
 # of them (they only change how text is split before BPE), so both libraries can be compared
 # on each without their own vocabularies.
 PATTERNS: dict[str, str] = {
     # r50k_base / p50k_base / p50k_edit (GPT-2 family): the pattern tiktoken ships.
-    "r50k_p50k": r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s""",
+    "r50k_p50k": r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s""",  # noqa: E501
     # o200k_base (GPT-4o).
     "o200k": "|".join(
         [
@@ -53,7 +60,7 @@ PATTERNS: dict[str, str] = {
         ]
     ),
     # Qwen2 / Qwen2.5 tokenizer.json pre-tokenizer Split regex.
-    "qwen2": r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""",
+    "qwen2": r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""",  # noqa: E501
 }
 
 
@@ -86,10 +93,12 @@ def test_load_tiktoken_bpe_expected_hash(tm: Any, cl100k_path: Path) -> None:
     assert got == tiktoken.load.load_tiktoken_bpe(str(cl100k_path), expected_hash=digest)
     # Wrong hash: tiktoken raises ValueError; so must tokenmill.
     bad = "0" * 64
-    expect_raises(ValueError, lambda: tiktoken.load.load_tiktoken_bpe(str(cl100k_path),
-                                                                     expected_hash=bad))
-    expect_raises(ValueError, lambda: tm.load.load_tiktoken_bpe(str(cl100k_path),
-                                                               expected_hash=bad))
+    expect_raises(
+        ValueError, lambda: tiktoken.load.load_tiktoken_bpe(str(cl100k_path), expected_hash=bad)
+    )
+    expect_raises(
+        ValueError, lambda: tm.load.load_tiktoken_bpe(str(cl100k_path), expected_hash=bad)
+    )
 
 
 def test_registry(tm: Any) -> None:
@@ -108,9 +117,11 @@ def test_registry(tm: Any) -> None:
 def test_encoding_for_model_unknown_matches(tm: Any) -> None:
     # tiktoken maps models to encodings whose files need the network; only compare the
     # mapping failure mode, which needs no data.
-    same_outcome(lambda: tiktoken.encoding_for_model("no-such-model-zzz"),
-                 lambda: tm.encoding_for_model("no-such-model-zzz"),
-                 what="encoding_for_model(unknown)")
+    same_outcome(
+        lambda: tiktoken.encoding_for_model("no-such-model-zzz"),
+        lambda: tm.encoding_for_model("no-such-model-zzz"),
+        what="encoding_for_model(unknown)",
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -134,7 +145,7 @@ def test_single_tokens(tm_cl100k: Any, tt_cl100k: Any) -> None:
     import random
 
     rng = random.Random(7)
-    ranks = rng.sample(range(100256), 3000) + [0, 255, 100255, *range(100257, 100261), 100276]
+    ranks = [*rng.sample(range(100256), 3000), 0, 255, 100255, *range(100257, 100261), 100276]
     for r in ranks:
         b = tt_cl100k.decode_single_token_bytes(r)
         assert tm_cl100k.decode_single_token_bytes(r) == b, r
@@ -145,9 +156,11 @@ def test_single_tokens(tm_cl100k: Any, tt_cl100k: Any) -> None:
             continue
         assert tm_cl100k.encode_single_token(s) == tt_cl100k.encode_single_token(s)
     for bad in [b"not a single token at all", "zz zz zz zz", b""]:
-        same_outcome(lambda bad=bad: tt_cl100k.encode_single_token(bad),
-                     lambda bad=bad: tm_cl100k.encode_single_token(bad),
-                     what=f"encode_single_token({bad!r})")
+        same_outcome(
+            lambda bad=bad: tt_cl100k.encode_single_token(bad),
+            lambda bad=bad: tm_cl100k.encode_single_token(bad),
+            what=f"encode_single_token({bad!r})",
+        )
 
 
 # ----------------------------------------------------------------------------------------
@@ -156,8 +169,13 @@ def test_single_tokens(tm_cl100k: Any, tt_cl100k: Any) -> None:
 
 @pytest.mark.parametrize("slice_name", SLICES)
 @pytest.mark.parametrize("corpus", CORPORA)
-def test_encode_ordinary(corpus: str, slice_name: str, tm_cl100k: Any, tt_cl100k: Any,
-                         token_bytes: Callable[[int], bytes]) -> None:
+def test_encode_ordinary(
+    corpus: str,
+    slice_name: str,
+    tm_cl100k: Any,
+    tt_cl100k: Any,
+    token_bytes: Callable[[int], bytes],
+) -> None:
     docs = _docs(corpus, slice_name)
     check_parity_streaming(
         f"encode_ordinary[{corpus}]",
@@ -170,14 +188,19 @@ def test_encode_ordinary(corpus: str, slice_name: str, tm_cl100k: Any, tt_cl100k
 
 @pytest.mark.parametrize("slice_name", SLICES)
 @pytest.mark.parametrize("corpus", CORPORA)
-def test_encode_plain_text_default_args(corpus: str, slice_name: str, tm_cl100k_registry: Any,
-                                        tt_cl100k: Any,
-                                        token_bytes: Callable[[int], bytes]) -> None:
+def test_encode_plain_text_default_args(
+    corpus: str,
+    slice_name: str,
+    tm_cl100k_registry: Any,
+    tt_cl100k: Any,
+    token_bytes: Callable[[int], bytes],
+) -> None:
     """``encode(text)`` with default special-token arguments on text without specials."""
     docs = [d for d in _docs(corpus, slice_name) if not any(s in d for s in SPECIALS)]
     assert docs
     check_parity_streaming(
-        f"encode[{corpus}]", docs,
+        f"encode[{corpus}]",
+        docs,
         lambda ds: [tt_cl100k.encode(d) for d in ds],
         lambda ds: [tm_cl100k_registry.encode(d) for d in ds],
         token_bytes,
@@ -186,11 +209,17 @@ def test_encode_plain_text_default_args(corpus: str, slice_name: str, tm_cl100k_
 
 @pytest.mark.parametrize("slice_name", SLICES)
 @pytest.mark.parametrize("corpus", CORPORA)
-def test_encode_allowed_all(corpus: str, slice_name: str, tm_cl100k: Any, tt_cl100k: Any,
-                            token_bytes: Callable[[int], bytes]) -> None:
+def test_encode_allowed_all(
+    corpus: str,
+    slice_name: str,
+    tm_cl100k: Any,
+    tt_cl100k: Any,
+    token_bytes: Callable[[int], bytes],
+) -> None:
     docs = sprinkle(_docs(corpus, slice_name), SPECIALS, seed=11)
     check_parity_streaming(
-        f"encode(allowed_special='all')[{corpus}]", docs,
+        f"encode(allowed_special='all')[{corpus}]",
+        docs,
         lambda ds: [tt_cl100k.encode(d, allowed_special="all") for d in ds],
         lambda ds: [tm_cl100k.encode(d, allowed_special="all") for d in ds],
         token_bytes,
@@ -198,21 +227,26 @@ def test_encode_allowed_all(corpus: str, slice_name: str, tm_cl100k: Any, tt_cl1
 
 
 @pytest.mark.parametrize("corpus", CORPORA)
-def test_encode_special_subsets(corpus: str, tm_cl100k: Any, tt_cl100k: Any,
-                                token_bytes: Callable[[int], bytes]) -> None:
+def test_encode_special_subsets(
+    corpus: str, tm_cl100k: Any, tt_cl100k: Any, token_bytes: Callable[[int], bytes]
+) -> None:
     docs = sprinkle(_docs(corpus, "small")[:20], SPECIALS, seed=12, per_doc=6)
     allowed = {"<|endoftext|>", "<|fim_middle|>"}
     check_parity_streaming(
-        f"encode(allowed subset, disallowed=())[{corpus}]", docs,
-        lambda ds: [tt_cl100k.encode(d, allowed_special=allowed, disallowed_special=())
-                    for d in ds],
-        lambda ds: [tm_cl100k.encode(d, allowed_special=allowed, disallowed_special=())
-                    for d in ds],
+        f"encode(allowed subset, disallowed=())[{corpus}]",
+        docs,
+        lambda ds: [
+            tt_cl100k.encode(d, allowed_special=allowed, disallowed_special=()) for d in ds
+        ],
+        lambda ds: [
+            tm_cl100k.encode(d, allowed_special=allowed, disallowed_special=()) for d in ds
+        ],
         token_bytes,
     )
     # Specials as ordinary text (nothing allowed, nothing disallowed).
     check_parity_streaming(
-        f"encode(disallowed_special=())[{corpus}]", docs,
+        f"encode(disallowed_special=())[{corpus}]",
+        docs,
         lambda ds: [tt_cl100k.encode(d, disallowed_special=()) for d in ds],
         lambda ds: [tm_cl100k.encode(d, disallowed_special=()) for d in ds],
         token_bytes,
@@ -223,33 +257,45 @@ def test_encode_special_subsets(corpus: str, tm_cl100k: Any, tt_cl100k: Any,
         expect_raises(ValueError, lambda d=d: tm_cl100k.encode(d), what="encode(text w/ special)")
         # Only a subset disallowed: raises iff a disallowed one occurs.
         dis = {"<|fim_suffix|>"}
-        same_outcome(lambda d=d: tt_cl100k.encode(d, allowed_special=set(), disallowed_special=dis),
-                     lambda d=d: tm_cl100k.encode(d, allowed_special=set(), disallowed_special=dis),
-                     what="encode(disallowed_special={'<|fim_suffix|>'})")
+        same_outcome(
+            lambda d=d, dis=dis: tt_cl100k.encode(d, allowed_special=set(), disallowed_special=dis),
+            lambda d=d, dis=dis: tm_cl100k.encode(d, allowed_special=set(), disallowed_special=dis),
+            what="encode(disallowed_special={'<|fim_suffix|>'})",
+        )
 
 
 @pytest.mark.parametrize("slice_name", SLICES)
 @pytest.mark.parametrize("corpus", CORPORA)
-def test_encode_batch(corpus: str, slice_name: str, tm_cl100k: Any, tt_cl100k: Any,
-                      token_bytes: Callable[[int], bytes]) -> None:
+def test_encode_batch(
+    corpus: str,
+    slice_name: str,
+    tm_cl100k: Any,
+    tt_cl100k: Any,
+    token_bytes: Callable[[int], bytes],
+) -> None:
     docs = _docs(corpus, slice_name)
     check_parity_streaming(
-        f"encode_ordinary_batch[{corpus}]", docs,
+        f"encode_ordinary_batch[{corpus}]",
+        docs,
         lambda ds: tt_cl100k.encode_ordinary_batch(ds, num_threads=2),
         lambda ds: tm_cl100k.encode_ordinary_batch(ds, num_threads=2),
-        token_bytes, chunk=256,
+        token_bytes,
+        chunk=256,
     )
     sdocs = sprinkle(docs, SPECIALS, seed=13)
     check_parity_streaming(
-        f"encode_batch(allowed_special='all')[{corpus}]", sdocs,
+        f"encode_batch(allowed_special='all')[{corpus}]",
+        sdocs,
         lambda ds: tt_cl100k.encode_batch(ds, num_threads=2, allowed_special="all"),
         lambda ds: tm_cl100k.encode_batch(ds, num_threads=2, allowed_special="all"),
-        token_bytes, chunk=256,
+        token_bytes,
+        chunk=256,
     )
 
 
-def test_encode_batch_default_threads_and_disallowed(tm_cl100k: Any, tt_cl100k: Any,
-                                                     small_corpora: dict[str, list[str]]) -> None:
+def test_encode_batch_default_threads_and_disallowed(
+    tm_cl100k: Any, tt_cl100k: Any, small_corpora: dict[str, list[str]]
+) -> None:
     docs = small_corpora["code"][:16]
     assert tm_cl100k.encode_batch(docs) == tt_cl100k.encode_batch(docs)
     assert tm_cl100k.encode_batch([]) == tt_cl100k.encode_batch([]) == []
@@ -269,8 +315,10 @@ def test_encode_to_numpy(corpus: str, tm_cl100k: Any, tt_cl100k: Any) -> None:
         assert np.array_equal(got, ref)
     sd = sprinkle(_docs(corpus, "small")[:3], SPECIALS, seed=14)
     for d in sd:
-        assert np.array_equal(tm_cl100k.encode_to_numpy(d, allowed_special="all"),
-                              tt_cl100k.encode_to_numpy(d, allowed_special="all"))
+        assert np.array_equal(
+            tm_cl100k.encode_to_numpy(d, allowed_special="all"),
+            tt_cl100k.encode_to_numpy(d, allowed_special="all"),
+        )
         expect_raises(ValueError, lambda d=d: tm_cl100k.encode_to_numpy(d))
 
 
@@ -298,14 +346,16 @@ def test_encode_with_unstable(corpus: str, tm_cl100k: Any, tt_cl100k: Any) -> No
 
 def test_encode_with_unstable_specials(tm_cl100k: Any, tt_cl100k: Any) -> None:
     for text in ["hello <|endoftext|> wor", "x <|fim_prefix|>", "def f(", "  ", "안녕하", "😀"]:
-        same_outcome(lambda t=text: _norm_unstable(tt_cl100k.encode_with_unstable(
-                         t, allowed_special="all")),
-                     lambda t=text: _norm_unstable(tm_cl100k.encode_with_unstable(
-                         t, allowed_special="all")),
-                     what=f"encode_with_unstable({text!r}, allowed_special='all')")
-        same_outcome(lambda t=text: _norm_unstable(tt_cl100k.encode_with_unstable(t)),
-                     lambda t=text: _norm_unstable(tm_cl100k.encode_with_unstable(t)),
-                     what=f"encode_with_unstable({text!r})")
+        same_outcome(
+            lambda t=text: _norm_unstable(tt_cl100k.encode_with_unstable(t, allowed_special="all")),
+            lambda t=text: _norm_unstable(tm_cl100k.encode_with_unstable(t, allowed_special="all")),
+            what=f"encode_with_unstable({text!r}, allowed_special='all')",
+        )
+        same_outcome(
+            lambda t=text: _norm_unstable(tt_cl100k.encode_with_unstable(t)),
+            lambda t=text: _norm_unstable(tm_cl100k.encode_with_unstable(t)),
+            what=f"encode_with_unstable({text!r})",
+        )
 
 
 def _norm_unstable(r: Any) -> Any:
@@ -319,8 +369,7 @@ def _norm_unstable(r: Any) -> Any:
 
 @pytest.mark.parametrize("slice_name", SLICES)
 @pytest.mark.parametrize("corpus", CORPORA)
-def test_decode_round_trip(corpus: str, slice_name: str, tm_cl100k: Any,
-                           tt_cl100k: Any) -> None:
+def test_decode_round_trip(corpus: str, slice_name: str, tm_cl100k: Any, tt_cl100k: Any) -> None:
     docs = sprinkle(_docs(corpus, slice_name), SPECIALS, seed=21)
     bad: list[int] = []
     for i, d in enumerate(docs):
@@ -354,19 +403,24 @@ def test_decode_partial_sequences(corpus: str, tm_cl100k: Any, tt_cl100k: Any) -
             b = rng.randrange(a, min(len(ids), a + 400) + 1)
             part = ids[a:b]
             for errors in ("replace", "ignore", "backslashreplace", "surrogateescape", "strict"):
-                same_outcome(lambda e=errors: tt_cl100k.decode(part, errors=e),
-                             lambda e=errors: tm_cl100k.decode(part, errors=e),
-                             what=f"decode(errors={errors!r}) of ids[{a}:{b}]")
+                same_outcome(
+                    lambda e=errors, part=part: tt_cl100k.decode(part, errors=e),
+                    lambda e=errors, part=part: tm_cl100k.decode(part, errors=e),
+                    what=f"decode(errors={errors!r}) of ids[{a}:{b}]",
+                )
             assert tm_cl100k.decode_tokens_bytes(part) == tt_cl100k.decode_tokens_bytes(part)
-            same_outcome(lambda: tt_cl100k.decode_with_offsets(part),
-                         lambda: tm_cl100k.decode_with_offsets(part),
-                         what=f"decode_with_offsets of ids[{a}:{b}]")
+            same_outcome(
+                lambda part=part: tt_cl100k.decode_with_offsets(part),
+                lambda part=part: tm_cl100k.decode_with_offsets(part),
+                what=f"decode_with_offsets of ids[{a}:{b}]",
+            )
 
 
 @pytest.mark.parametrize("slice_name", SLICES)
 @pytest.mark.parametrize("corpus", CORPORA)
-def test_decode_with_offsets(corpus: str, slice_name: str, tm_cl100k_registry: Any,
-                             tt_cl100k: Any) -> None:
+def test_decode_with_offsets(
+    corpus: str, slice_name: str, tm_cl100k_registry: Any, tt_cl100k: Any
+) -> None:
     docs = _docs(corpus, slice_name)
     if slice_name == "full":
         docs = docs[::7]  # tiktoken's decode_with_offsets is pure Python: sample the sweep
@@ -381,10 +435,14 @@ def test_decode_with_offsets(corpus: str, slice_name: str, tm_cl100k_registry: A
             if len(bad) == 1:
                 rt, ro = ref
                 gt, go = got
-                j = next((k for k in range(min(len(ro), len(go))) if ro[k] != go[k]),
-                         min(len(ro), len(go)))
-                first = (f"doc {i}: text equal={rt == gt}; offsets differ at token {j}: "
-                         f"ref {ro[max(0, j - 3):j + 5]} got {list(go)[max(0, j - 3):j + 5]}")
+                j = next(
+                    (k for k in range(min(len(ro), len(go))) if ro[k] != go[k]),
+                    min(len(ro), len(go)),
+                )
+                first = (
+                    f"doc {i}: text equal={rt == gt}; offsets differ at token {j}: "
+                    f"ref {ro[max(0, j - 3) : j + 5]} got {list(go)[max(0, j - 3) : j + 5]}"
+                )
     assert not bad, f"decode_with_offsets differs on {len(bad)} documents; {first}"
 
 
@@ -393,8 +451,9 @@ def test_decode_with_offsets(corpus: str, slice_name: str, tm_cl100k_registry: A
 
 
 @pytest.fixture(scope="module")
-def pattern_pairs(tm: Any, tt_cl100k: Any, cl100k_path: Path,
-                  llama3_json_path: Path) -> dict[str, tuple[Any, Any]]:
+def pattern_pairs(
+    tm: Any, tt_cl100k: Any, cl100k_path: Path, llama3_json_path: Path
+) -> dict[str, tuple[Any, Any]]:
     ranks_tt = tt_cl100k._mergeable_ranks
     ranks_tm = tm.load.load_tiktoken_bpe(str(cl100k_path))
     specials = dict(tt_cl100k._special_tokens)
@@ -402,10 +461,14 @@ def pattern_pairs(tm: Any, tt_cl100k: Any, cl100k_path: Path,
     pats["llama3"] = _llama3_pattern(llama3_json_path)
     out = {}
     for name, pat in pats.items():
-        ref = tiktoken.Encoding(f"cl100k-{name}", pat_str=pat, mergeable_ranks=ranks_tt,
-                                special_tokens=specials)
-        got = no_panic(lambda name=name, pat=pat: tm.Encoding(
-            f"cl100k-{name}", pat_str=pat, mergeable_ranks=ranks_tm, special_tokens=specials))
+        ref = tiktoken.Encoding(
+            f"cl100k-{name}", pat_str=pat, mergeable_ranks=ranks_tt, special_tokens=specials
+        )
+        got = no_panic(
+            lambda name=name, pat=pat: tm.Encoding(
+                f"cl100k-{name}", pat_str=pat, mergeable_ranks=ranks_tm, special_tokens=specials
+            )
+        )
         out[name] = (ref, got)
     return out
 
@@ -413,21 +476,28 @@ def pattern_pairs(tm: Any, tt_cl100k: Any, cl100k_path: Path,
 @pytest.mark.parametrize("slice_name", SLICES)
 @pytest.mark.parametrize("pattern", [*PATTERNS, "llama3"])
 @pytest.mark.parametrize("corpus", CORPORA)
-def test_other_patterns(corpus: str, pattern: str, slice_name: str,
-                        pattern_pairs: dict[str, tuple[Any, Any]],
-                        token_bytes: Callable[[int], bytes]) -> None:
+def test_other_patterns(
+    corpus: str,
+    pattern: str,
+    slice_name: str,
+    pattern_pairs: dict[str, tuple[Any, Any]],
+    token_bytes: Callable[[int], bytes],
+) -> None:
     ref, got = pattern_pairs[pattern]
     docs = _docs(corpus, slice_name)
     check_parity_streaming(
-        f"encode_ordinary[{pattern} pattern, {corpus}]", docs,
+        f"encode_ordinary[{pattern} pattern, {corpus}]",
+        docs,
         lambda ds: ref.encode_ordinary_batch(ds, num_threads=2),
         lambda ds: got.encode_ordinary_batch(ds, num_threads=2),
-        token_bytes, chunk=256,
+        token_bytes,
+        chunk=256,
     )
     if slice_name == "small":
         sdocs = sprinkle(docs, SPECIALS, seed=31)
         assert_same_ids(
-            f"encode(allowed_special='all')[{pattern} pattern, {corpus}]", sdocs,
+            f"encode(allowed_special='all')[{pattern} pattern, {corpus}]",
+            sdocs,
             [ref.encode(d, allowed_special="all") for d in sdocs],
             [got.encode(d, allowed_special="all") for d in sdocs],
             token_bytes,

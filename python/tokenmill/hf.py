@@ -62,24 +62,36 @@ class Tokenizer:
 
     def encode(self, sequence: str, add_special_tokens: bool = True) -> _core.EncodingResult:
         """Encodes one text: `.ids`, `.tokens`, `.offsets` (characters), `.attention_mask`."""
-        return self._core.encode(sequence, add_special_tokens)
+        try:
+            return self._core.encode(sequence, add_special_tokens)
+        except UnicodeEncodeError as e:
+            raise _not_utf8(e) from None
 
     def encode_batch(
         self, inputs: Sequence[str], add_special_tokens: bool = True
     ) -> list[_core.EncodingResult]:
         """Encodes many texts on several threads (GIL released)."""
-        return self._core.encode_batch(list(inputs), add_special_tokens, _DEFAULT_THREADS)
+        try:
+            return self._core.encode_batch(list(inputs), add_special_tokens, _DEFAULT_THREADS)
+        except UnicodeEncodeError as e:
+            raise _not_utf8(e) from None
 
     def encode_ids(self, sequence: str, add_special_tokens: bool = True) -> list[int]:
         """Only the ids (faster: no token strings or offsets are built)."""
-        return self._core.encode_ids(sequence, add_special_tokens)
+        try:
+            return self._core.encode_ids(sequence, add_special_tokens)
+        except UnicodeEncodeError as e:
+            raise _not_utf8(e) from None
 
     def encode_ids_batch(
         self, inputs: Sequence[str], add_special_tokens: bool = True, *, num_threads: int = 0
     ) -> list[list[int]]:
-        return self._core.encode_ids_batch(
-            list(inputs), add_special_tokens, num_threads or _DEFAULT_THREADS
-        )
+        try:
+            return self._core.encode_ids_batch(
+                list(inputs), add_special_tokens, num_threads or _DEFAULT_THREADS
+            )
+        except UnicodeEncodeError as e:
+            raise _not_utf8(e) from None
 
     # ------------------------------------------------------------------ decoding
 
@@ -112,6 +124,12 @@ class Tokenizer:
         """The same tokenizer as a tiktoken-style `Encoding` (added tokens become special
         tokens), where the file's pipeline allows it; NotImplementedError otherwise."""
         return Encoding._from_core(name, self._core.to_core_bpe())
+
+
+def _not_utf8(e: UnicodeEncodeError) -> TypeError:
+    # `tokenizers` raises TypeError for str that is not valid Unicode (lone surrogates);
+    # drop-in code may catch exactly that.
+    return TypeError(f"text is not valid Unicode and cannot be encoded as UTF-8: {e}")
 
 
 def _rebuild(json_str: str, kwargs: dict[str, str]) -> Tokenizer:

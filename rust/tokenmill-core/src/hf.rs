@@ -150,6 +150,10 @@ impl HfTokenizer {
     /// Parses `tokenizer.json` contents. `source_name` names the file in errors.
     pub fn from_json(json: &str, source_name: &str) -> Result<Self> {
         let bad = |msg: String| Error::file(source_name, msg);
+        // serde would also accept a JSON array for a struct (fields by position).
+        if !json.trim_start().starts_with('{') {
+            return Err(bad("expected a JSON object at the top level".into()));
+        }
         let root: RootRepr = serde_json::from_str(json)
             .map_err(|e| bad(format!("not a valid tokenizer.json: {e}")))?;
 
