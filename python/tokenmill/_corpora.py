@@ -76,7 +76,9 @@ SLICES: dict[str, SliceSpec] = {
     "quick": SliceSpec(budget_bytes=512 * 1024, max_doc_bytes=None),
     # `tokenmill bench`.
     "bench": SliceSpec(budget_bytes=3 * 1024 * 1024, max_doc_bytes=None),
-    # `pytest -m sweep`: every file of every source.
+    # `pytest -m sweep` (default): ~12 MB of whole documents per corpus.
+    "sweep": SliceSpec(budget_bytes=12 * 1024 * 1024, max_doc_bytes=None),
+    # Every file of every source (`TOKENMILL_SWEEP_SLICE=full pytest -m sweep`).
     "full": SliceSpec(budget_bytes=None, max_doc_bytes=None),
 }
 

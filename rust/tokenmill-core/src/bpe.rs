@@ -26,6 +26,9 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+use std::hash::Hasher;
+
+use hashbrown::HashTable;
 use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
@@ -57,7 +60,8 @@ pub struct Bpe {
     /// `offsets[id]..offsets[id + 1]` are the bytes of `id`; `present` says if `id` exists.
     offsets: Vec<u32>,
     present: Vec<bool>,
-    encoder: FxHashMap<Vec<u8>, Rank>,
+    /// Bytes -> id, keyed by the bytes in `bytes` (no allocation per token).
+    encoder: HashTable<Rank>,
     /// The token of each single byte; for missing bytes a pseudo-id `>= offsets.len() - 1`.
     byte_tokens: [Rank; 256],
     complete_bytes: bool,
@@ -107,6 +111,13 @@ impl Symbol for Span {
 }
 
 #[inline(always)]
+fn hash_bytes(bytes: &[u8]) -> u64 {
+    let mut h = rustc_hash::FxHasher::default();
+    h.write(bytes);
+    h.finish()
+}
+
+#[inline(always)]
 fn pair_key(left: Rank, right: Rank) -> u64 {
     ((left as u64) << 32) | right as u64
 }
@@ -152,39 +163,52 @@ impl Bpe {
                 .map_err(|_| Error::InvalidVocab("vocabulary bytes exceed 4 GiB".into()))?;
             offsets.push(end);
         }
-        let mut encoder = FxHashMap::with_capacity_and_hasher(vocab.len(), Default::default());
-        for (token, rank) in vocab {
-            if let Some(prev) = encoder.insert(token, rank) {
-                let token =
-                    &bytes[offsets[rank as usize] as usize..offsets[rank as usize + 1] as usize];
-                return Err(Error::InvalidVocab(format!(
-                    "duplicate token {:?} with ranks {prev} and {rank}",
-                    String::from_utf8_lossy(token)
-                )));
+        drop(vocab);
+        let mut encoder = HashTable::with_capacity(n_slots);
+        {
+            let at =
+                |i: Rank| &bytes[offsets[i as usize] as usize..offsets[i as usize + 1] as usize];
+            for id in (0..n_slots as Rank).filter(|&i| present[i as usize]) {
+                let token = at(id);
+                match encoder.entry(
+                    hash_bytes(token),
+                    |&other| at(other) == token,
+                    |&i| hash_bytes(at(i)),
+                ) {
+                    hashbrown::hash_table::Entry::Occupied(prev) => {
+                        return Err(Error::InvalidVocab(format!(
+                            "duplicate token {:?} with ranks {} and {id}",
+                            String::from_utf8_lossy(token),
+                            prev.get()
+                        )));
+                    }
+                    hashbrown::hash_table::Entry::Vacant(slot) => {
+                        slot.insert(id);
+                    }
+                }
             }
         }
-        let mut byte_tokens = [0; 256];
-        let mut complete_bytes = true;
-        for (b, slot) in byte_tokens.iter_mut().enumerate() {
-            *slot = match encoder.get(&[b as u8][..]) {
-                Some(&id) => id,
-                None => {
-                    complete_bytes = false;
-                    (n_slots + b) as Rank
-                }
-            };
-        }
-        Ok(Bpe {
+        let mut bpe = Bpe {
             bytes,
             offsets,
             present,
             encoder,
-            byte_tokens,
-            complete_bytes,
+            byte_tokens: [0; 256],
+            complete_bytes: true,
             pairs: FxHashMap::default(),
             ignore_merges,
             missing,
-        })
+        };
+        for b in 0..256usize {
+            bpe.byte_tokens[b] = match bpe.token_id(&[b as u8]) {
+                Some(id) => id,
+                None => {
+                    bpe.complete_bytes = false;
+                    (n_slots + b) as Rank
+                }
+            };
+        }
+        Ok(bpe)
     }
 
     /// tiktoken semantics: `ranks` maps byte strings to ranks, which are also the token ids;
@@ -194,7 +218,10 @@ impl Bpe {
         let mut bpe = Self::with_vocab(ranks, true, MissingByte::Error)?;
         let mut pairs =
             FxHashMap::with_capacity_and_hasher(bpe.encoder.len() * 3, Default::default());
-        for (token, &rank) in &bpe.encoder {
+        for rank in 0..bpe.n_slots() as Rank {
+            let Some(token) = bpe.token_bytes(rank) else {
+                continue;
+            };
             for split in 1..token.len() {
                 let (l, r) = token.split_at(split);
                 if let (Some(l), Some(r)) = (bpe.lookup_part(l), bpe.lookup_part(r)) {
@@ -230,7 +257,7 @@ impl Bpe {
         if part.len() == 1 {
             Some(self.byte_tokens[part[0] as usize])
         } else {
-            self.encoder.get(part).copied()
+            self.token_id(part)
         }
     }
 
@@ -262,9 +289,19 @@ impl Bpe {
         }
     }
 
+    #[inline(always)]
+    fn token_bytes_unchecked(&self, id: Rank) -> &[u8] {
+        let i = id as usize;
+        &self.bytes[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+
     #[inline]
     pub fn token_id(&self, bytes: &[u8]) -> Option<Rank> {
-        self.encoder.get(bytes).copied()
+        self.encoder
+            .find(hash_bytes(bytes), |&id| {
+                self.token_bytes_unchecked(id) == bytes
+            })
+            .copied()
     }
 
     /// All (bytes, id) pairs, in id order.
@@ -306,7 +343,7 @@ impl Bpe {
             return Ok(());
         }
         if whole_lookup {
-            if let Some(&id) = self.encoder.get(piece) {
+            if let Some(id) = self.token_id(piece) {
                 out.push(id);
                 return Ok(());
             }
@@ -338,7 +375,7 @@ impl Bpe {
             return Ok(());
         }
         if whole_lookup {
-            if let Some(&id) = self.encoder.get(piece) {
+            if let Some(id) = self.token_id(piece) {
                 out.push(Span {
                     id,
                     start: 0,

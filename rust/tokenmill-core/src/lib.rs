@@ -17,6 +17,7 @@ pub mod error;
 pub mod hf;
 pub mod pretokenize;
 pub mod tiktoken_file;
+pub mod train;
 
 pub use encoding::Encoding;
 pub use error::{Error, Result};

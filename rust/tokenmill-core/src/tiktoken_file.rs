@@ -2,6 +2,8 @@
 
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 
+use rustc_hash::FxHashMap;
+
 use crate::error::{Error, Result};
 use crate::Rank;
 
@@ -42,26 +44,25 @@ pub fn parse(contents: &[u8], source_name: &str) -> Result<Vec<(Vec<u8>, Rank)>>
             "no tokens (empty or truncated file)",
         ));
     }
-    // Duplicates are found by sorting indices rather than hashing: no allocation per token.
-    let mut order: Vec<usize> = (0..out.len()).collect();
-    order.sort_unstable_by_key(|&i| (out[i].1, lines[i]));
-    for w in order.windows(2) {
-        if out[w[0]].1 == out[w[1]].1 {
+    // Duplicates, with the lines they come from; hashing borrowed slices, no allocation per token.
+    let mut seen_rank: FxHashMap<Rank, usize> =
+        FxHashMap::with_capacity_and_hasher(out.len(), Default::default());
+    let mut seen_token: FxHashMap<&[u8], usize> =
+        FxHashMap::with_capacity_and_hasher(out.len(), Default::default());
+    for (i, (token, rank)) in out.iter().enumerate() {
+        if let Some(prev) = seen_rank.insert(*rank, i) {
             let msg = format!(
-                "line {}: rank {} already given on line {}",
-                lines[w[1]], out[w[1]].1, lines[w[0]]
+                "line {}: rank {rank} already given on line {}",
+                lines[i], lines[prev]
             );
             return Err(Error::file(source_name, msg));
         }
-    }
-    order.sort_unstable_by(|&a, &b| out[a].0.cmp(&out[b].0).then(lines[a].cmp(&lines[b])));
-    for w in order.windows(2) {
-        if out[w[0]].0 == out[w[1]].0 {
+        if let Some(prev) = seen_token.insert(token.as_slice(), i) {
             let msg = format!(
                 "line {}: token {:?} already given on line {}",
-                lines[w[1]],
-                String::from_utf8_lossy(&out[w[1]].0),
-                lines[w[0]]
+                lines[i],
+                String::from_utf8_lossy(token),
+                lines[prev]
             );
             return Err(Error::file(source_name, msg));
         }

@@ -11,6 +11,7 @@ mod encoding;
 mod errors;
 mod hf;
 mod pretokenize;
+mod train;
 
 /// Runs `f` without the GIL. A panic inside the core is a bug, but it must not reach Python as
 /// `PanicException` (a `BaseException` that `except Exception` does not catch): it becomes a
@@ -33,6 +34,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     encoding::register(m)?;
     hf::register(m)?;
     pretokenize::register(m)?;
+    train::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
