@@ -484,41 +484,45 @@ impl Bpe {
         let mut next: Vec<u32> = (1..=n as u32).collect();
         prev[0] = NONE;
         next[n - 1] = NONE;
-        // Min-heap on (priority|id, position): lowest priority first, leftmost on ties.
-        let mut heap: BinaryHeap<Reverse<(u64, u32)>> = BinaryHeap::with_capacity(n);
-        for i in 0..n - 1 {
-            let p = self.pair(syms[i].id(), syms[i + 1].id());
-            if p != NO_MERGE {
-                heap.push(Reverse((p, i as u32)));
-            }
-        }
-        while let Some(Reverse((p, pos))) = heap.pop() {
-            let i = pos as usize;
+        // Min-heap of `priority << 32 | position`: lowest priority first, leftmost on ties. One
+        // u64 per entry keeps the heap small; the merged id is looked up again when popped, which
+        // is also the staleness check (same position and priority means the same pair).
+        let key = |p: u64, pos: usize| Reverse((p & !0xffff_ffff) | pos as u64);
+        let initial: Vec<Reverse<u64>> = (0..n - 1)
+            .filter_map(|i| {
+                let p = self.pair(syms[i].id(), syms[i + 1].id());
+                (p != NO_MERGE).then(|| key(p, i))
+            })
+            .collect();
+        let mut heap = BinaryHeap::from(initial);
+        while let Some(Reverse(k)) = heap.pop() {
+            let i = (k & 0xffff_ffff) as usize;
             if !alive[i] || next[i] == NONE {
                 continue;
             }
             let j = next[i] as usize;
+            let p = self.pair(syms[i].id(), syms[j].id());
             // Stale entry: one side has merged since it was pushed.
-            if self.pair(syms[i].id(), syms[j].id()) != p {
+            if p == NO_MERGE || (p >> 32) != (k >> 32) {
                 continue;
             }
             syms[i] = syms[i].merge(syms[j], p as Rank);
             alive[j] = false;
             next[i] = next[j];
             if next[j] != NONE {
-                prev[next[j] as usize] = pos;
+                prev[next[j] as usize] = i as u32;
             }
             if prev[i] != NONE {
                 let h = prev[i] as usize;
                 let q = self.pair(syms[h].id(), syms[i].id());
                 if q != NO_MERGE {
-                    heap.push(Reverse((q, h as u32)));
+                    heap.push(key(q, h));
                 }
             }
             if next[i] != NONE {
                 let q = self.pair(syms[i].id(), syms[next[i] as usize].id());
                 if q != NO_MERGE {
-                    heap.push(Reverse((q, pos)));
+                    heap.push(key(q, i));
                 }
             }
         }
