@@ -203,7 +203,10 @@ class Encoding:
 
     def decode(self, tokens: Sequence[int], errors: str = "replace") -> str:
         """Decodes tokens to text; invalid UTF-8 is handled by `errors` (as `bytes.decode`)."""
-        return self._core_bpe.decode_bytes(tokens).decode("utf-8", errors=errors)
+        text = self._core_bpe.decode_utf8(tokens)
+        if isinstance(text, bytes):
+            return text.decode("utf-8", errors=errors)
+        return text
 
     def decode_single_token_bytes(self, token: int) -> bytes:
         """The bytes of one token; KeyError if the id is unknown."""

@@ -745,7 +745,8 @@ impl HfTokenizer {
         for (start, end, added) in self.split_added(text) {
             if let Some(i) = added {
                 let t = &self.added[i];
-                enc.overrides.push((enc.ids.len(), t.content.clone()));
+                // HF reports the matched text, which includes whitespace taken by lstrip/rstrip.
+                enc.overrides.push((enc.ids.len(), text[start..end].to_string()));
                 enc.ids.push(t.id);
                 enc.offsets.push((start, end));
                 continue;

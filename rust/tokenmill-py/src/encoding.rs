@@ -1,10 +1,10 @@
 //! `CoreBPE`: the tiktoken-style encoding. The Python class `tokenmill.Encoding` wraps it and
 //! holds the policy (argument defaults, surrogate handling, pickling).
 
-use numpy::PyArray1;
+use numpy::{PyArray1, PyArrayMethods};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyString};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString};
 use tokenmill_core::encoding::{par_map, SpecialFilter};
 use tokenmill_core::{tiktoken_file, Encoding, Rank};
 
@@ -31,6 +31,22 @@ fn extract_specials(specials: &Bound<'_, PyDict>) -> PyResult<Vec<(String, Rank)
         .iter()
         .map(|(k, v)| Ok((k.extract::<String>()?, v.extract::<Rank>()?)))
         .collect()
+}
+
+/// Token ids from a list (fast path), a uint32 numpy array (no per-element conversion) or any
+/// sequence of ints. Negative or too large ids raise OverflowError, as in tiktoken.
+fn extract_ids(obj: &Bound<'_, PyAny>) -> PyResult<Vec<Rank>> {
+    if let Ok(list) = obj.cast::<PyList>() {
+        let mut out = Vec::with_capacity(list.len());
+        for item in list.iter() {
+            out.push(item.extract::<Rank>()?);
+        }
+        return Ok(out);
+    }
+    if let Ok(arr) = obj.cast::<PyArray1<Rank>>() {
+        return Ok(arr.readonly().as_array().iter().copied().collect());
+    }
+    obj.extract::<Vec<Rank>>()
 }
 
 /// `"all"` or `True` -> All; `None`/`False`/empty -> Nothing; otherwise a collection of names.
@@ -252,10 +268,26 @@ impl CoreBpe {
     fn decode_bytes<'py>(
         &self,
         py: Python<'py>,
-        tokens: Vec<Rank>,
+        tokens: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyBytes>> {
+        let tokens = extract_ids(tokens)?;
         let bytes = run(py, || self.inner.decode_bytes(&tokens))?;
         Ok(PyBytes::new(py, &bytes))
+    }
+
+    /// The decoded text as `str` when the bytes are valid UTF-8 (one copy, no Python-side
+    /// decode); otherwise the bytes, for Python to decode with the caller's `errors`.
+    fn decode_utf8<'py>(
+        &self,
+        py: Python<'py>,
+        tokens: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let tokens = extract_ids(tokens)?;
+        let bytes = run(py, || self.inner.decode_bytes(&tokens))?;
+        Ok(match std::str::from_utf8(&bytes) {
+            Ok(s) => PyString::new(py, s).into_any(),
+            Err(_) => PyBytes::new(py, &bytes).into_any(),
+        })
     }
 
     fn decode_single_token_bytes<'py>(
