@@ -9,8 +9,8 @@ BIN    := $(VENV)/bin
 setup:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
-	$(BIN)/pip install -q maturin
-	$(BIN)/pip install -q -e '.[test,bench]'
+	$(BIN)/pip install -q 'maturin>=1.7,<2'
+	$(BIN)/maturin develop --release -q --extras test,bench
 
 ## build: rebuild the extension in place after changing Rust code
 build:

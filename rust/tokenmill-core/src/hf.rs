@@ -746,7 +746,8 @@ impl HfTokenizer {
             if let Some(i) = added {
                 let t = &self.added[i];
                 // HF reports the matched text, which includes whitespace taken by lstrip/rstrip.
-                enc.overrides.push((enc.ids.len(), text[start..end].to_string()));
+                enc.overrides
+                    .push((enc.ids.len(), text[start..end].to_string()));
                 enc.ids.push(t.id);
                 enc.offsets.push((start, end));
                 continue;
