@@ -217,7 +217,11 @@ class Encoding:
 
     def decode_tokens_bytes(self, tokens: Sequence[int]) -> list[bytes]:
         """The bytes of each token."""
-        return self._core_bpe.decode_tokens_bytes(tokens)
+        try:
+            return self._core_bpe.decode_tokens_bytes(tokens)
+        except (KeyError, OverflowError, TypeError):
+            # tiktoken looks tokens up one by one, so the first bad one decides the exception.
+            return [self.decode_single_token_bytes(t) for t in tokens]
 
     def decode_with_offsets(self, tokens: Sequence[int]) -> tuple[str, list[int]]:
         """Decodes tokens and returns the character offset at which each token starts (a token

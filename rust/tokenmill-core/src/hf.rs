@@ -441,7 +441,7 @@ impl HfTokenizer {
                     .get("pattern")
                     .ok_or_else(|| unsupported("Split pre_tokenizer without a pattern"))?;
                 let regex = if let Some(r) = get_str(pattern, "Regex") {
-                    r.to_string()
+                    onig_to_fancy(r)?
                 } else if let Some(s) = get_str(pattern, "String") {
                     fancy_regex::escape(s).into_owned()
                 } else {
@@ -1020,6 +1020,54 @@ impl Piece {
     }
 }
 
+/// HF compiles `Split` regexes with Oniguruma, which reads a few constructs differently from
+/// fancy-regex. The one that occurs in real files is `X{n,m}+`: possessive in fancy-regex, but
+/// `(?:X{n,m})+` in Oniguruma; with n = 1 that is simply `X+`. Other n are refused.
+fn onig_to_fancy(pattern: &str) -> Result<String> {
+    let b = pattern.as_bytes();
+    let mut out = String::with_capacity(pattern.len());
+    let mut i = 0;
+    let mut in_class = false;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'\\' {
+            let n = pattern[i..]
+                .chars()
+                .take(2)
+                .map(char::len_utf8)
+                .sum::<usize>();
+            out.push_str(&pattern[i..i + n]);
+            i += n;
+            continue;
+        }
+        if c == b'[' {
+            in_class = true;
+        } else if c == b']' {
+            in_class = false;
+        } else if c == b'{' && !in_class {
+            if let Some(len) = pattern[i..].find('}') {
+                let body = &pattern[i + 1..i + len];
+                let counted =
+                    !body.is_empty() && body.bytes().all(|x| x.is_ascii_digit() || x == b',');
+                if counted && b.get(i + len + 1) == Some(&b'+') {
+                    if body.split(',').next() == Some("1") && body.contains(',') {
+                        out.push('+');
+                        i += len + 2;
+                        continue;
+                    }
+                    return Err(unsupported(format!(
+                        "Split regex {pattern:?}: `{{{body}}}+` means a repeated interval in Oniguruma"
+                    )));
+                }
+            }
+        }
+        let n = pattern[i..].chars().next().map_or(1, char::len_utf8);
+        out.push_str(&pattern[i..i + n]);
+        i += n;
+    }
+    Ok(out)
+}
+
 /// Matches and the gaps between them, covering `s` (HF's `Pattern::find_matches`).
 fn find_matches(matcher: &Matcher, s: &str, out: &mut Vec<(usize, usize, bool)>) -> Result<()> {
     if s.is_empty() {
@@ -1201,6 +1249,17 @@ mod tests {
             HfTokenizer::from_json("{", "f.json"),
             Err(Error::InvalidFile { .. })
         ));
+    }
+
+    #[test]
+    fn oniguruma_repeated_intervals_are_translated() {
+        assert_eq!(onig_to_fancy(r"\p{N}{1,3}+|a").unwrap(), r"\p{N}+|a");
+        assert_eq!(
+            onig_to_fancy(r"\p{N}{1,3}|[{]+").unwrap(),
+            r"\p{N}{1,3}|[{]+"
+        );
+        assert_eq!(onig_to_fancy(r"\{1,2}+").unwrap(), r"\{1,2}+");
+        assert!(onig_to_fancy(r"a{2,3}+").is_err());
     }
 
     #[test]
