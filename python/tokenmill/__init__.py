@@ -24,6 +24,7 @@ from tokenmill.core import Encoding
 from tokenmill.hf import EncodingResult, Tokenizer
 from tokenmill.model import encoding_for_model, encoding_name_for_model
 from tokenmill.registry import get_encoding, list_encoding_names
+from tokenmill.train import train_bpe
 
 __all__ = [
     "PATTERNS",
@@ -44,4 +45,5 @@ __all__ = [
     "get_encoding",
     "list_encoding_names",
     "load",
+    "train_bpe",
 ]

@@ -825,14 +825,14 @@ pub struct Trained {
     pub present: Vec<bool>,
     /// Every merge and removal, in order.
     pub events: Vec<Event>,
-    /// Distinct words trained on and their total count.
+    /// Distinct words (of two or more bytes) trained on.
     pub n_words: usize,
 }
 
 impl Trained {
     /// The final vocabulary as tiktoken ranks: bytes `0..256` by value, then the present
-    /// merged tokens in order of their last creation. Without Picky BPE this is the training
-    /// id itself.
+    /// merged tokens in order of the merge that last inserted them. Without Picky BPE the
+    /// rank is the training id itself.
     pub fn ranks(&self) -> Vec<(Vec<u8>, Rank)> {
         self.final_order()
             .iter()
@@ -843,10 +843,19 @@ impl Trained {
 
     /// Training ids of the final vocabulary, in rank order.
     fn final_order(&self) -> Vec<Rank> {
+        // A token ranks by the merge that (re)inserted it: a second merge producing a token
+        // that is present (two paths to one string) does not move it.
         let mut last = vec![0usize; self.tokens.len()];
+        let mut live = vec![false; self.tokens.len()];
+        live[..256].fill(true);
         for (step, e) in self.events.iter().enumerate() {
-            if let Event::Merge { id, .. } = e {
-                last[*id as usize] = step + 1;
+            match *e {
+                Event::Merge { id, .. } if !live[id as usize] => {
+                    live[id as usize] = true;
+                    last[id as usize] = step + 1;
+                }
+                Event::Merge { .. } => {}
+                Event::Remove { id } => live[id as usize] = false,
             }
         }
         let mut order: Vec<Rank> = (0..self.tokens.len() as Rank)

@@ -7,6 +7,7 @@
 //! either cancels the core through its [`Control`] and is re-raised once the worker stopped.
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use pyo3::prelude::*;
@@ -70,19 +71,20 @@ fn run_polled<T: Send>(
     }
 }
 
-/// Counts pre-tokenized words, then learns merges from them (once).
-#[pyclass(module = "tokenmill._core")]
+/// Counts pre-tokenized words, then learns merges from them (once). Frozen with a lock inside,
+/// so that `cancel` works from another thread while `feed_files` or `train` runs.
+#[pyclass(module = "tokenmill._core", frozen)]
 pub struct BpeTrainer {
-    counter: Option<WordCounter>,
-    ctl: std::sync::Arc<Control>,
+    counter: Mutex<Option<WordCounter>>,
+    ctl: Control,
 }
 
-impl BpeTrainer {
-    fn counter(&mut self) -> PyResult<&mut WordCounter> {
-        self.counter.as_mut().ok_or_else(|| {
-            pyo3::exceptions::PyRuntimeError::new_err("this trainer has already trained")
-        })
-    }
+fn busy() -> PyErr {
+    pyo3::exceptions::PyRuntimeError::new_err("this trainer is busy in another thread")
+}
+
+fn trained_already() -> PyErr {
+    pyo3::exceptions::PyRuntimeError::new_err("this trainer has already trained")
 }
 
 #[pymethods]
@@ -91,40 +93,37 @@ impl BpeTrainer {
     fn new(py: Python<'_>, pattern: &str, special_tokens: Vec<String>) -> PyResult<Self> {
         let counter = crate::run(py, || WordCounter::new(pattern, &special_tokens))?;
         Ok(BpeTrainer {
-            counter: Some(counter),
-            ctl: Default::default(),
+            counter: Mutex::new(Some(counter)),
+            ctl: Control::new(),
         })
     }
 
     /// Counts the words of `texts` (each one document) on `num_threads` threads.
-    fn feed(
-        &mut self,
-        py: Python<'_>,
-        texts: Vec<PyBackedStr>,
-        num_threads: usize,
-    ) -> PyResult<()> {
-        let ctl = self.ctl.clone();
-        let counter = self.counter()?;
+    fn feed(&self, py: Python<'_>, texts: Vec<PyBackedStr>, num_threads: usize) -> PyResult<()> {
         let texts: Vec<&str> = texts.iter().map(|t| &**t).collect();
-        run_polled(py, &ctl, None, || {
-            counter.add_texts(&texts, num_threads, &ctl)
+        let ctl = &self.ctl;
+        let mut guard = self.counter.try_lock().map_err(|_| busy())?;
+        let counter = guard.as_mut().ok_or_else(trained_already)?;
+        run_polled(py, ctl, None, || {
+            counter.add_texts(&texts, num_threads, ctl)
         })
     }
 
     /// Counts the words of UTF-8 files, streamed.
     #[pyo3(signature = (paths, num_threads, progress=None))]
     fn feed_files(
-        &mut self,
+        &self,
         py: Python<'_>,
         paths: Vec<PathBuf>,
         num_threads: usize,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<()> {
-        let ctl = self.ctl.clone();
-        let counter = self.counter()?;
-        run_polled(py, &ctl, progress.as_ref(), || {
+        let ctl = &self.ctl;
+        let mut guard = self.counter.try_lock().map_err(|_| busy())?;
+        let counter = guard.as_mut().ok_or_else(trained_already)?;
+        run_polled(py, ctl, progress.as_ref(), || {
             for p in &paths {
-                counter.add_file(p, num_threads, &ctl)?;
+                counter.add_file(p, num_threads, ctl)?;
             }
             Ok(())
         })
@@ -133,13 +132,21 @@ impl BpeTrainer {
     /// Distinct words counted so far.
     #[getter]
     fn n_words(&self) -> usize {
-        self.counter.as_ref().map_or(0, WordCounter::distinct)
+        self.counter
+            .try_lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(WordCounter::distinct))
+            .unwrap_or(0)
     }
 
-    /// Bytes of text counted so far.
+    /// Bytes of text counted so far (while counting runs: the bytes done by the running call).
     #[getter]
     fn n_bytes(&self) -> u64 {
-        self.counter.as_ref().map_or(0, WordCounter::total_bytes)
+        self.counter
+            .try_lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(WordCounter::total_bytes))
+            .unwrap_or_else(|| self.ctl.bytes_counted())
     }
 
     /// Stops a running `feed_files`/`train` from another thread (it raises KeyboardInterrupt).
@@ -150,7 +157,7 @@ impl BpeTrainer {
     /// Learns merges until there are `n_tokens` ordinary tokens. Consumes the counts.
     #[pyo3(signature = (n_tokens, min_frequency, max_token_length=None, picky_threshold=None, progress=None))]
     fn train(
-        &mut self,
+        &self,
         py: Python<'_>,
         n_tokens: usize,
         min_frequency: u64,
@@ -158,22 +165,26 @@ impl BpeTrainer {
         picky_threshold: Option<f64>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<TrainOutput> {
-        self.counter()?;
-        let counter = self.counter.take().expect("checked above");
+        let counter = self
+            .counter
+            .try_lock()
+            .map_err(|_| busy())?
+            .take()
+            .ok_or_else(trained_already)?;
         if counter.distinct() == 0 {
             return Err(errors::to_py(tokenmill_core::Error::InvalidArgument(
                 "the training corpus is empty: no text to learn merges from".into(),
             )));
         }
-        let ctl = self.ctl.clone();
+        let ctl = &self.ctl;
         let cfg = TrainConfig {
             n_tokens,
             min_frequency,
             max_token_length,
             picky_threshold,
         };
-        let trained = run_polled(py, &ctl, progress.as_ref(), || {
-            core::train(counter.into_counts(), &cfg, &ctl)
+        let trained = run_polled(py, ctl, progress.as_ref(), || {
+            core::train(counter.into_counts(), &cfg, ctl)
         })?;
         Ok(TrainOutput { inner: trained })
     }
