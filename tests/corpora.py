@@ -22,9 +22,21 @@ from tokenmill._corpora import (
     load_corpus,
 )
 
-__all__ = ["CORPUS_NAMES", "REPO", "CorpusUnavailable", "cache_dir", "corpus", "corpus_bytes"]
+__all__ = [
+    "CORPUS_NAMES",
+    "REPO",
+    "SWEEP_SLICE",
+    "CorpusUnavailable",
+    "cache_dir",
+    "corpus",
+    "corpus_bytes",
+]
 
 REPO = Path(__file__).resolve().parent.parent
+
+#: Slice used by `pytest -m sweep`: "sweep" (~12 MB of whole documents per corpus) unless
+#: TOKENMILL_SWEEP_SLICE names another (e.g. "full": every file of every source).
+SWEEP_SLICE = os.environ.get("TOKENMILL_SWEEP_SLICE", "sweep")
 
 
 def cache_dir() -> Path:

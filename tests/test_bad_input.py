@@ -17,7 +17,14 @@ import pytest
 import tiktoken
 import tiktoken.load
 
-from _helpers import call_catching, expect_raises, no_panic, same_outcome
+from _helpers import (
+    call_catching,
+    describe_encoding_mismatch,
+    expect_raises,
+    no_panic,
+    same_outcome,
+    sprinkle,
+)
 
 SPECIALS = [
     "<|endoftext|>",
@@ -327,6 +334,23 @@ def _feature_variants(trained_json: dict[str, str]) -> dict[str, str]:
         "pad_token": "<|pad|>",
     }
     out["padding"] = json.dumps(d)
+
+    d = json.loads(base)
+    for t in d["added_tokens"]:
+        if t["content"] in ("<custom_tag>", "<|pad|>"):
+            t["lstrip"] = True
+            t["rstrip"] = True
+    out["added tokens with lstrip/rstrip"] = json.dumps(d)
+
+    d = json.loads(base)
+    for t in d["added_tokens"]:
+        if t["content"] in ("[[wiki]]", "<|endoftext|>"):
+            t["single_word"] = True
+    out["added tokens with single_word"] = json.dumps(d)
+
+    t = Tokenizer.from_str(base)
+    t.normalizer = normalizers.NFC()
+    out["NFC normalizer"] = t.to_str()
     return out
 
 
@@ -345,6 +369,9 @@ FEATURES = [
     "byte_fallback",
     "truncation",
     "padding",
+    "added tokens with lstrip/rstrip",
+    "added tokens with single_word",
+    "NFC normalizer",
 ]
 
 
@@ -377,6 +404,9 @@ def test_other_features_exact_or_not_implemented(
         pytest.fail("BPE dropout accepted; expected NotImplementedError")
     texts = [d[:2000] for c in ("code", "prose", "multilingual") for d in small_corpora[c][:4]]
     texts += ["Hello WORLD  ﬁ  Ⅻ  e\u0301", "   ", ""]
+    added = ["<custom_tag>", "<|pad|>", "[[wiki]]", "<|endoftext|>", " tokenmill"]
+    texts += sprinkle(texts[:8], [f"  {a} " for a in added] + added, seed=5, per_doc=6)
+    texts += ["a<custom_tag>b", "x [[wiki]] y", "x[[wiki]]y", "  <|pad|>  ", "<|endoftext|>z"]
     compared = 0
     for t in texts:
         for add in (True, False):
@@ -385,12 +415,8 @@ def test_other_features_exact_or_not_implemented(
             except BaseException:
                 continue
             g = no_panic(lambda t=t, add=add: got.encode(t, add_special_tokens=add))
-            assert (g.ids, g.tokens, [tuple(o) for o in g.offsets], g.attention_mask) == (
-                r.ids,
-                r.tokens,
-                r.offsets,
-                r.attention_mask,
-            ), f"{feature}: encode({t[:60]!r})"
+            msg = describe_encoding_mismatch(f"{feature}: encode(add={add})", 0, t, r, g)
+            assert msg is None, msg
             assert got.decode(r.ids) == ref.decode(r.ids), f"{feature}: decode"
             compared += 1
     assert compared >= len(texts) // 2, f"{feature}: the reference failed on most texts"

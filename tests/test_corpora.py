@@ -56,9 +56,7 @@ def test_missing_msgunfmt_names_gettext(monkeypatch: pytest.MonkeyPatch, tmp_pat
         _corpora.load_corpus("multilingual", "small", cache_dir=tmp_path)
 
 
-def test_missing_rust_docs_names_component(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_missing_rust_docs_names_component(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(_corpora, "_rust_sysroot", lambda: tmp_path / "no-sysroot")
     with pytest.raises(_corpora.CorpusUnavailable, match="rust-docs"):
         _corpora.load_corpus("prose", "small", cache_dir=tmp_path)

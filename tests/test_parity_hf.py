@@ -28,7 +28,7 @@ from _hf import HF_VARIANTS, TRAINED_ADDED, TRAINED_SPECIALS
 CORPORA = list(corpora.CORPUS_NAMES)
 SLICES = [
     pytest.param("small", id="small"),
-    pytest.param("full", id="full", marks=pytest.mark.sweep),
+    pytest.param(corpora.SWEEP_SLICE, id="sweep", marks=pytest.mark.sweep),
 ]
 
 
@@ -51,6 +51,7 @@ def _pair(hf_pairs: dict[str, tuple[Any, Any]], variant: str) -> tuple[Any, Any]
 def test_vocab(variant: str, hf_pairs: dict[str, tuple[Any, Any]]) -> None:
     ref, got = _pair(hf_pairs, variant)
     assert got.get_vocab() == ref.get_vocab()
+    assert got.get_vocab(with_added_tokens=False) == ref.get_vocab(with_added_tokens=False)
     assert got.get_vocab_size() == ref.get_vocab_size()
     assert got.get_vocab_size(with_added_tokens=True) == ref.get_vocab_size(with_added_tokens=True)
     assert got.get_vocab_size(with_added_tokens=False) == ref.get_vocab_size(

@@ -30,7 +30,7 @@ from _helpers import (
 CORPORA = list(corpora.CORPUS_NAMES)
 SLICES = [
     pytest.param("small", id="small"),
-    pytest.param("full", id="full", marks=pytest.mark.sweep),
+    pytest.param(corpora.SWEEP_SLICE, id="sweep", marks=pytest.mark.sweep),
 ]
 
 SPECIALS = [
@@ -46,7 +46,7 @@ SPECIALS = [
 # on each without their own vocabularies.
 PATTERNS: dict[str, str] = {
     # r50k_base / p50k_base / p50k_edit (GPT-2 family): the pattern tiktoken ships.
-    "r50k_p50k": r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s""",  # noqa: E501
+    "r50k_p50k": r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s""",
     # o200k_base (GPT-4o).
     "o200k": "|".join(
         [
@@ -60,7 +60,7 @@ PATTERNS: dict[str, str] = {
         ]
     ),
     # Qwen2 / Qwen2.5 tokenizer.json pre-tokenizer Split regex.
-    "qwen2": r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""",  # noqa: E501
+    "qwen2": r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""",
 }
 
 
@@ -385,6 +385,8 @@ def test_decode_batch(corpus: str, tm_cl100k: Any, tt_cl100k: Any) -> None:
     ids = tt_cl100k.encode_ordinary_batch(docs)
     assert tm_cl100k.decode_batch(ids) == tt_cl100k.decode_batch(ids) == docs
     assert tm_cl100k.decode_batch(ids, num_threads=2) == docs
+    assert tm_cl100k.decode_bytes_batch(ids) == tt_cl100k.decode_bytes_batch(ids)
+    assert tm_cl100k.encode_ordinary_batch(docs, num_threads=1) == ids
 
 
 @pytest.mark.parametrize("corpus", CORPORA)
@@ -422,7 +424,7 @@ def test_decode_with_offsets(
     corpus: str, slice_name: str, tm_cl100k_registry: Any, tt_cl100k: Any
 ) -> None:
     docs = _docs(corpus, slice_name)
-    if slice_name == "full":
+    if slice_name != "small":
         docs = docs[::7]  # tiktoken's decode_with_offsets is pure Python: sample the sweep
     bad: list[int] = []
     first = ""

@@ -338,3 +338,28 @@ def test_llama3_matches_hf(hf_pairs: dict[str, tuple[Any, Any]], s: str) -> None
 
 def _fields(e: Any) -> tuple[list[int], list[str], list[tuple[int, int]], list[int]]:
     return list(e.ids), list(e.tokens), [tuple(o) for o in e.offsets], list(e.attention_mask)
+
+
+_ADDED = ["<|endoftext|>", "<|pad|>", "<s>", "<custom_tag>", "[[wiki]]", " tokenmill"]
+
+
+@given(
+    st.sampled_from(["gpt2", "gpt2-bos", "gpt2-prefix-space", "llama3-bos"]),
+    st.lists(st.one_of(_piece, st.sampled_from(_ADDED)), max_size=16).map("".join),
+    st.booleans(),
+)
+@example("gpt2", "a<custom_tag>b", True)
+@example("gpt2-prefix-space", " tokenmill tokenmill", False)
+def test_trained_tokenizers_match_hf(
+    hf_pairs: dict[str, tuple[Any, Any]], variant: str, s: str, add: bool
+) -> None:
+    ref, lazy = hf_pairs[variant]
+    got = lazy.get()
+    r = ref.encode(s, add_special_tokens=add)
+    g = no_panic(lambda: got.encode(s, add_special_tokens=add))
+    msg = describe_encoding_mismatch(f"{variant} encode(add_special_tokens={add})", 0, s, r, g)
+    assert msg is None, msg
+    for skip in (True, False):
+        assert got.decode(r.ids, skip_special_tokens=skip) == ref.decode(
+            r.ids, skip_special_tokens=skip
+        )

