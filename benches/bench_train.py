@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import random
 import subprocess
 import sys
 import tempfile
@@ -129,51 +128,22 @@ def run_child(engine: str, train: Path, held: Path, vocab: int, workdir: Path) -
 # Mixture inference
 
 
-def _chunks(docs: list[str], size: int = 2048) -> list[str]:
-    out = []
-    for d in docs:
-        cur: list[str] = []
-        n = 0
-        for line in d.splitlines(keepends=True):
-            cur.append(line)
-            n += len(line)
-            if n >= size:
-                out.append("".join(cur))
-                cur, n = [], 0
-        if cur:
-            out.append("".join(cur))
-    return out
-
-
-def _take_pieces(pool: list[str], budget: int) -> list[str]:
-    out, used = [], 0
-    for d in pool:
-        b = len(d.encode())
-        if used + b > budget:
-            break
-        out.append(d)
-        used += b
-    return out
-
-
 def mixture_experiment() -> list[dict[str, Any]]:
     from tokenmill._corpora import load_corpus
-    from tokenmill.mixture import infer_mixture
+    from tokenmill.mixture import infer_mixture, take_bytes, training_and_sample_pools
     from tokenmill.train import train_bpe
 
     cache = REPO / ".cache" / "test-corpora"
     names = ["code", "prose", "multilingual"]
     pools = {}
     for n in names:
-        pieces = _chunks(load_corpus(n, "full", cache_dir=cache))
-        random.Random(0).shuffle(pieces)
-        pools[n] = (pieces[0::2], pieces[1::2])
-    samples = {n: _take_pieces(s, 1_000_000) for n, (_, s) in pools.items()}
+        pools[n] = training_and_sample_pools(load_corpus(n, "full", cache_dir=cache))
+    samples = {n: take_bytes(s, 1_000_000) for n, (_, s) in pools.items()}
     rows = []
     for mix in [(0.5, 0.3, 0.2), (0.2, 0.2, 0.6), (0.1, 0.7, 0.2), (1 / 3, 1 / 3, 1 / 3)]:
         texts: list[str] = []
         for n, share in zip(names, mix, strict=True):
-            texts += _take_pieces(pools[n][0], int(3_000_000 * share))
+            texts += take_bytes(pools[n][0], int(3_000_000 * share))
         enc = train_bpe(texts, 3000, show_progress=False)
         t0 = time.perf_counter()
         est = infer_mixture(enc, samples, n_merges=1000)

@@ -228,7 +228,8 @@ def test_tokenizer_json_loads_in_hf_and_tokenmill(
 def test_tokenizer_json_loads_in_transformers(
     tmp_path: Path, train_texts: list[str], held_out: list[str]
 ) -> None:
-    transformers = pytest.importorskip("transformers")
+    import transformers
+
     enc = train_bpe(
         train_texts, 1500, pattern="cl100k", special_tokens=["<|endoftext|>"], show_progress=False
     )
@@ -447,52 +448,23 @@ def test_picky_bpe(tmp_path: Path, train_texts: list[str], held_out: list[str]) 
 # Data-mixture inference
 
 
-def _chunks(docs: Sequence[str], size: int = 2048) -> list[str]:
-    out = []
-    for d in docs:
-        cur: list[str] = []
-        n = 0
-        for line in d.splitlines(keepends=True):
-            cur.append(line)
-            n += len(line)
-            if n >= size:
-                out.append("".join(cur))
-                cur, n = [], 0
-        if cur:
-            out.append("".join(cur))
-    return out
-
-
-def _take(pool: Sequence[str], budget: int) -> list[str]:
-    out, used = [], 0
-    for d in pool:
-        b = len(d.encode())
-        if used + b > budget:
-            break
-        out.append(d)
-        used += b
-    return out
-
-
 def mixture_experiment(
     slice_name: str, train_bytes: int, sample_bytes: int, vocab: int, n_merges: int
 ) -> list[tuple[tuple[float, ...], dict[str, float]]]:
     """Trains tokenizers on known byte mixtures of the three corpora and infers them back from
     disjoint samples of the same corpora (documents cut into ~2 KB pieces and shuffled, so
     that training text and samples come from the same distribution)."""
-    from tokenmill.mixture import infer_mixture
+    from tokenmill.mixture import infer_mixture, take_bytes, training_and_sample_pools
 
-    pools = {}
-    for n in corpora.CORPUS_NAMES:
-        pieces = _chunks(corpora.corpus(n, slice_name))
-        random.Random(0).shuffle(pieces)
-        pools[n] = (pieces[0::2], pieces[1::2])
-    samples = {n: _take(s, sample_bytes) for n, (_, s) in pools.items()}
+    pools = {
+        n: training_and_sample_pools(corpora.corpus(n, slice_name)) for n in corpora.CORPUS_NAMES
+    }
+    samples = {n: take_bytes(s, sample_bytes) for n, (_, s) in pools.items()}
     results = []
     for mix in [(0.5, 0.3, 0.2), (0.2, 0.2, 0.6), (0.1, 0.7, 0.2)]:
         texts: list[str] = []
         for (_, (pool, _)), share in zip(pools.items(), mix, strict=True):
-            texts += _take(pool, int(train_bytes * share))
+            texts += take_bytes(pool, int(train_bytes * share))
         enc = train_bpe(texts, vocab, show_progress=False)
         est = infer_mixture(enc, samples, n_merges=n_merges)
         results.append((mix, est.proportions))
@@ -500,7 +472,6 @@ def mixture_experiment(
 
 
 def test_mixture_inference_recovers_proportions() -> None:
-    pytest.importorskip("scipy")
     for mix, got in mixture_experiment("quick", 500_000, 200_000, 1000, 300):
         errors = [abs(a - got[n]) for a, n in zip(mix, corpora.CORPUS_NAMES, strict=True)]
         assert abs(sum(got.values()) - 1) < 1e-9
@@ -530,7 +501,6 @@ def test_sweep_merges_identical_to_hf_large() -> None:
 
 @pytest.mark.sweep
 def test_sweep_mixture_inference() -> None:
-    pytest.importorskip("scipy")
     for mix, got in mixture_experiment(corpora.SWEEP_SLICE, 3_000_000, 1_000_000, 3000, 1000):
         errors = [abs(a - got[n]) for a, n in zip(mix, corpora.CORPUS_NAMES, strict=True)]
         assert max(errors) < 0.05, (mix, got)
