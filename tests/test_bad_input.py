@@ -18,6 +18,7 @@ import tiktoken
 import tiktoken.load
 
 from _helpers import (
+    SPECIALS,
     call_catching,
     describe_encoding_mismatch,
     expect_raises,
@@ -25,15 +26,6 @@ from _helpers import (
     same_outcome,
     sprinkle,
 )
-
-SPECIALS = [
-    "<|endoftext|>",
-    "<|fim_prefix|>",
-    "<|fim_middle|>",
-    "<|fim_suffix|>",
-    "<|endofprompt|>",
-]
-
 
 # ----------------------------------------------------------------------------------------
 # .tiktoken files

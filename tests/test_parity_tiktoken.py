@@ -18,6 +18,7 @@ import tiktoken.load
 
 import corpora
 from _helpers import (
+    SPECIALS,
     assert_same_ids,
     check_parity_streaming,
     expect_raises,
@@ -33,13 +34,6 @@ SLICES = [
     pytest.param(corpora.SWEEP_SLICE, id="sweep", marks=pytest.mark.sweep),
 ]
 
-SPECIALS = [
-    "<|endoftext|>",
-    "<|fim_prefix|>",
-    "<|fim_middle|>",
-    "<|fim_suffix|>",
-    "<|endofprompt|>",
-]
 
 # Pre-tokenisation patterns of other tiktoken / HF encodings.  The cl100k ranks work with any
 # of them (they only change how text is split before BPE), so both libraries can be compared

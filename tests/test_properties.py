@@ -9,15 +9,13 @@ from typing import Any
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from _helpers import describe_encoding_mismatch, describe_id_mismatch, no_panic, same_outcome
-
-SPECIALS = [
-    "<|endoftext|>",
-    "<|fim_prefix|>",
-    "<|fim_middle|>",
-    "<|fim_suffix|>",
-    "<|endofprompt|>",
-]
+from _helpers import (
+    SPECIALS,
+    describe_encoding_mismatch,
+    describe_id_mismatch,
+    no_panic,
+    same_outcome,
+)
 
 PIECES = [
     " ",
