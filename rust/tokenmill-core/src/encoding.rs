@@ -53,6 +53,8 @@ pub struct SpecialTokens {
     splitter: Option<AhoCorasick>,
     /// Checking for disallowed specials must see every occurrence, even overlapping ones.
     overlapping: Option<AhoCorasick>,
+    /// Length of the longest special token: how far past a match an earlier-starting one can end.
+    max_len: usize,
 }
 
 impl SpecialTokens {
@@ -95,7 +97,9 @@ impl SpecialTokens {
         };
         let splitter = build(MatchKind::LeftmostLongest)?;
         let overlapping = build(MatchKind::Standard)?;
+        let max_len = names.iter().map(String::len).max().unwrap_or(0);
         Ok(SpecialTokens {
+            max_len,
             names,
             ids,
             by_name,
@@ -162,16 +166,12 @@ impl SpecialTokens {
             // Matches arrive in order of their end; none starting before this one can follow
             // once we are past the longest special token.
             if let Some((s, _, _)) = best {
-                if m.end() > s + self.max_len() {
+                if m.end() > s + self.max_len {
                     break;
                 }
             }
         }
         best.map(|(_, _, i)| self.names[i].as_str())
-    }
-
-    fn max_len(&self) -> usize {
-        self.names.iter().map(String::len).max().unwrap_or(0)
     }
 
     /// The next special token at or after `from` that `allowed` contains: (start, end, id).
