@@ -608,3 +608,14 @@ def test_misuse_raises_exceptions(tm: Any) -> None:
     ):
         kind, v = call_catching(f)
         assert kind == "raise" and isinstance(v, Exception)
+
+
+def test_unsupported_feature_error_names_the_file(
+    tmp_path: Path, tm: Any, llama3_json: str
+) -> None:
+    d = json.loads(llama3_json)
+    d["normalizer"] = {"type": "NFC"}
+    path = tmp_path / "with-normalizer.json"
+    path.write_text(json.dumps(d), encoding="utf-8")
+    err = expect_raises(NotImplementedError, lambda: tm.Tokenizer.from_file(path))
+    assert str(path) in str(err) and "NFC" in str(err), str(err)

@@ -38,7 +38,11 @@ class Tokenizer:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
             raise _core.InvalidFileError(f"{path}: not UTF-8 ({e})") from None
-        return cls(text, source_name=path)
+        try:
+            return cls(text, source_name=path)
+        except _core.UnsupportedFeatureError as e:
+            # The Rust side names the feature; say which file asked for it.
+            raise _core.UnsupportedFeatureError(f"{path}: {e}") from None
 
     @classmethod
     def from_str(cls, json_str: str) -> Tokenizer:
