@@ -149,3 +149,7 @@ def replay_merges(
     num_threads: int,
     progress: Callable[[int, int], object] | None = None,
 ) -> tuple[list[list[int]], list[int], list[int], list[list[int]]]: ...
+
+# --- bytelm (issue #6) ---
+
+# --- speculative (issue #7) ---

@@ -6,16 +6,21 @@
 //!   for everything else;
 //! - [`bpe`]: the merge loop itself, on token ids with a pair table, near-linear worst case;
 //! - [`encoding`]: a tiktoken-style encoding (pattern + ranks + special tokens);
-//! - [`hf`]: Hugging Face `tokenizer.json` files (byte-level BPE models).
+//! - [`hf`]: Hugging Face `tokenizer.json` files (byte-level BPE models);
+//! - [`train`]: BPE training;
+//! - [`bytelm`]: exact next-byte probabilities from token-level language models;
+//! - [`speculative`]: n-gram drafters, draft trees and lossless tree verification.
 //!
 //! Nothing here knows about Python; `tokenmill-py` is a thin binding over these types.
 
 pub mod bpe;
+pub mod bytelm;
 pub mod bytes_unicode;
 pub mod encoding;
 pub mod error;
 pub mod hf;
 pub mod pretokenize;
+pub mod speculative;
 pub mod tiktoken_file;
 pub mod train;
 

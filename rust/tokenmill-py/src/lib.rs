@@ -7,10 +7,12 @@
 
 use pyo3::prelude::*;
 
+mod bytelm;
 mod encoding;
 mod errors;
 mod hf;
 mod pretokenize;
+mod speculative;
 mod train;
 
 /// Runs `f` without the GIL. A panic inside the core is a bug, but it must not reach Python as
@@ -31,9 +33,11 @@ where
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
+    bytelm::register(m)?;
     encoding::register(m)?;
     hf::register(m)?;
     pretokenize::register(m)?;
+    speculative::register(m)?;
     train::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

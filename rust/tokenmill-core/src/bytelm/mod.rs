@@ -1,0 +1,1 @@
+//! Byte-level language models from BPE language models (issue #6). Work in progress.
