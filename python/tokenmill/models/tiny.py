@@ -103,7 +103,7 @@ def tiny_causal_lm(
     cfg.initializer_range = init_std
     cfg._attn_implementation = attn_implementation
     torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(
+    model = transformers.AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
         cfg, attn_implementation=attn_implementation
     )
     if dtype is not None:
