@@ -1,0 +1,299 @@
+//! One decoding session's drafting state: the context, the three drafters and the tree of the
+//! current step. The adjacency matrix and the tri-gram table outlive a session (`start` keeps
+//! them: warm start); the suffix index is rebuilt from each prompt.
+
+use crate::error::{Error, Result};
+use crate::Rank;
+
+use super::drafters::{Adjacency, Propose, SuffixIndex, Trigram};
+use super::tree::{build_dynamic, build_static, default_template, DraftTree, TreeLimits};
+use super::verify::{self, Verified};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrafterKind {
+    /// Token Recycling's adjacency matrix.
+    Recycling,
+    /// Prompt lookup / n-gram retrieval over the context.
+    Lookup,
+    /// ADED-style tri-gram table.
+    Trigram,
+}
+
+impl DrafterKind {
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "recycling" => Ok(DrafterKind::Recycling),
+            "lookup" => Ok(DrafterKind::Lookup),
+            "trigram" => Ok(DrafterKind::Trigram),
+            _ => Err(Error::InvalidArgument(format!(
+                "unknown drafter {name:?}; expected \"recycling\", \"lookup\" or \"trigram\""
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Speculator {
+    vocab: usize,
+    drafters: Vec<(DrafterKind, f32)>,
+    limits: TreeLimits,
+    /// Token Recycling's static template instead of the dynamic tree (recycling alone).
+    static_tree: bool,
+    adjacency: Adjacency,
+    suffix: SuffixIndex,
+    trigram: Trigram,
+    tree: Option<DraftTree>,
+}
+
+impl Speculator {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        vocab: usize,
+        drafters: &[(DrafterKind, f32)],
+        k: usize,
+        max_ngram: usize,
+        max_depth: u32,
+        max_children: usize,
+        static_tree: bool,
+    ) -> Result<Self> {
+        if drafters.is_empty() {
+            return Err(Error::InvalidArgument(
+                "at least one drafter is needed".into(),
+            ));
+        }
+        if let Some((_, w)) = drafters.iter().find(|(_, w)| !(w.is_finite() && *w > 0.0)) {
+            return Err(Error::InvalidArgument(format!(
+                "drafter weights must be positive, got {w}"
+            )));
+        }
+        if static_tree && drafters.iter().any(|(d, _)| *d != DrafterKind::Recycling) {
+            return Err(Error::InvalidArgument(
+                "the static tree template drafts from the adjacency matrix only: use the \
+                 \"recycling\" drafter alone with it"
+                    .into(),
+            ));
+        }
+        if max_depth == 0 || max_children == 0 {
+            return Err(Error::InvalidArgument(
+                "max_depth and max_children must be positive".into(),
+            ));
+        }
+        Ok(Speculator {
+            vocab,
+            drafters: drafters.to_vec(),
+            limits: TreeLimits {
+                budget: 0,
+                max_depth,
+                max_children,
+            },
+            static_tree,
+            adjacency: Adjacency::new(vocab, k)?,
+            suffix: SuffixIndex::new(1, max_ngram)?,
+            trigram: Trigram::new(k)?,
+            tree: None,
+        })
+    }
+
+    pub fn vocab(&self) -> usize {
+        self.vocab
+    }
+
+    pub fn adjacency(&self) -> &Adjacency {
+        &self.adjacency
+    }
+
+    pub fn set_adjacency(&mut self, adj: Adjacency) -> Result<()> {
+        if adj.vocab() != self.vocab || adj.k() != self.adjacency.k() {
+            return Err(Error::InvalidArgument(format!(
+                "adjacency matrix is {} x {}, this speculator needs {} x {}",
+                adj.vocab(),
+                adj.k(),
+                self.vocab,
+                self.adjacency.k()
+            )));
+        }
+        self.adjacency = adj;
+        Ok(())
+    }
+
+    pub fn context(&self) -> &[Rank] {
+        self.suffix.tokens()
+    }
+
+    pub fn tree(&self) -> Option<&DraftTree> {
+        self.tree.as_ref()
+    }
+
+    fn check_tokens(&self, tokens: &[Rank]) -> Result<()> {
+        match tokens.iter().find(|&&t| t as usize >= self.vocab) {
+            Some(t) => Err(Error::InvalidArgument(format!(
+                "token id {t} is outside the vocabulary of {}",
+                self.vocab
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts a session on `prompt` (its last token is the first root).
+    pub fn start(&mut self, prompt: &[Rank]) -> Result<()> {
+        if prompt.is_empty() {
+            return Err(Error::InvalidArgument("the prompt is empty".into()));
+        }
+        self.check_tokens(prompt)?;
+        self.suffix.clear();
+        self.suffix.extend(prompt);
+        self.trigram.observe(&[], prompt);
+        self.tree = None;
+        Ok(())
+    }
+
+    /// Appends the tokens a step produced.
+    pub fn accept(&mut self, tokens: &[Rank]) -> Result<()> {
+        self.check_tokens(tokens)?;
+        self.trigram.observe(self.suffix.tokens(), tokens);
+        self.suffix.extend(tokens);
+        Ok(())
+    }
+
+    /// Builds this step's tree with up to `budget` drafts; with `costs` (`costs[n - 1]`: time
+    /// of a forward over n tokens), cut to the size with the best expected tokens per time.
+    pub fn draft(&mut self, budget: usize, costs: Option<&[f64]>, gain: f64) -> Result<&DraftTree> {
+        let ctx = self.suffix.tokens();
+        let Some(&root) = ctx.last() else {
+            return Err(Error::InvalidArgument(
+                "no context: call start(prompt) first".into(),
+            ));
+        };
+        let mut tree = if budget == 0 {
+            DraftTree::new(root)
+        } else if self.static_tree {
+            let tpl = default_template(budget, self.adjacency.k(), self.limits.max_depth);
+            build_static(&self.adjacency, root, &tpl)
+        } else {
+            let sources: Vec<(&dyn Propose, f32)> = self
+                .drafters
+                .iter()
+                .map(|&(d, w)| {
+                    let s: &dyn Propose = match d {
+                        DrafterKind::Recycling => &self.adjacency,
+                        DrafterKind::Lookup => &self.suffix,
+                        DrafterKind::Trigram => &self.trigram,
+                    };
+                    (s, w)
+                })
+                .collect();
+            let limits = TreeLimits {
+                budget,
+                ..self.limits
+            };
+            build_dynamic(ctx, &sources, limits)?
+        };
+        if let Some(costs) = costs {
+            if costs.is_empty() || costs.iter().any(|c| !(c.is_finite() && *c > 0.0)) {
+                return Err(Error::InvalidArgument(
+                    "forward costs must be positive and finite".into(),
+                ));
+            }
+            let n = tree.best_size(costs, gain);
+            tree.truncate(n);
+        }
+        Ok(self.tree.insert(tree))
+    }
+
+    fn current(&self) -> Result<&DraftTree> {
+        self.tree
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("no draft tree: call draft() first".into()))
+    }
+
+    /// Overwrites the adjacency rows of every token in the current tree with the target's top
+    /// candidates at that node (`ids`, `probs`: row-major `n x width`).
+    pub fn update_adjacency(&mut self, ids: &[Rank], probs: &[f32], width: usize) -> Result<()> {
+        let tree = self
+            .tree
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("no draft tree: call draft() first".into()))?;
+        let n = tree.len();
+        if width == 0 || ids.len() != n * width || probs.len() != n * width {
+            return Err(Error::InvalidArgument(format!(
+                "top-k arrays must be (tree nodes = {n}) x width, got {} ids and {} probs \
+                 with width {width}",
+                ids.len(),
+                probs.len()
+            )));
+        }
+        for i in 0..n {
+            let r = i * width..(i + 1) * width;
+            self.adjacency
+                .set_row(tree.tokens[i], &ids[r.clone()], &probs[r])?;
+        }
+        Ok(())
+    }
+
+    pub fn verify_greedy(&self, argmax: &[Rank]) -> Result<Verified> {
+        verify::verify_greedy(self.current()?, argmax)
+    }
+
+    pub fn verify_sample(&self, probs: &[f32], uniforms: &[f64]) -> Result<Verified> {
+        verify::verify_sample(self.current()?, probs, self.vocab, uniforms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_learns_from_the_target() {
+        let all = [
+            (DrafterKind::Recycling, 1.0),
+            (DrafterKind::Lookup, 1.0),
+            (DrafterKind::Trigram, 1.0),
+        ];
+        let mut s = Speculator::new(16, &all, 4, 4, 8, 4, false).unwrap();
+        assert!(s.draft(4, None, 1.0).is_err());
+        s.start(&[1, 2, 3, 1, 2]).unwrap();
+        let t = s.draft(4, None, 1.0).unwrap().clone();
+        // Lookup proposes 3 after "1 2", then 1 after "1 2 3".
+        assert_eq!(t.tokens[..3], [2, 3, 1]);
+        // The target says 7 after every node.
+        let n = t.len();
+        let ids: Vec<Rank> = (0..n).flat_map(|_| [7, 8]).collect();
+        let probs: Vec<f32> = (0..n).flat_map(|_| [0.9, 0.05]).collect();
+        s.update_adjacency(&ids, &probs, 2).unwrap();
+        let v = s.verify_greedy(&vec![7; n]).unwrap();
+        assert_eq!(v.nodes, vec![0]);
+        s.accept(&v.new_tokens(&t)).unwrap();
+        assert_eq!(s.context(), &[1, 2, 3, 1, 2, 7]);
+        // No drafter has seen anything after 7.
+        assert_eq!(s.draft(2, None, 1.0).unwrap().tokens, vec![7]);
+        // After 2, the adjacency (7: 0.9) outranks lookup and tri-gram (3 and 7: 0.5 each);
+        // 3 becomes a second branch once the 2-7 chain (0.9, 0.9, 0.81, ...) hits max_depth.
+        s.accept(&[2]).unwrap();
+        let t = s.draft(9, None, 1.0).unwrap();
+        let first = t.children[0][0];
+        assert_eq!((t.tokens[first], t.scores[first]), (7, 0.9));
+        let second: Vec<_> = t.children[0][1..].iter().map(|&c| t.tokens[c]).collect();
+        assert!(second.contains(&3), "{t:?}");
+        assert!(s.accept(&[16]).is_err());
+        assert!(s.update_adjacency(&[1], &[0.5], 1).is_err());
+        // Costs that make drafts unprofitable cut the tree to its root.
+        let t = s.draft(2, Some(&[1.0, 10.0, 20.0]), 1.0).unwrap();
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn bad_configurations_are_errors() {
+        let rec = [(DrafterKind::Recycling, 1.0)];
+        assert!(Speculator::new(16, &[], 4, 4, 8, 4, false).is_err());
+        assert!(Speculator::new(16, &[(DrafterKind::Lookup, 0.0)], 4, 4, 8, 4, false).is_err());
+        assert!(Speculator::new(16, &[(DrafterKind::Lookup, 1.0)], 4, 4, 8, 4, true).is_err());
+        assert!(Speculator::new(0, &rec, 4, 4, 8, 4, false).is_err());
+        assert!(Speculator::new(16, &rec, 4, 0, 8, 4, false).is_err());
+        assert!(DrafterKind::parse("medusa").is_err());
+        let mut s = Speculator::new(16, &rec, 4, 4, 8, 4, true).unwrap();
+        assert!(s.start(&[]).is_err());
+        s.start(&[3]).unwrap();
+        assert_eq!(s.draft(8, None, 1.0).unwrap().len(), 1);
+    }
+}
