@@ -153,3 +153,44 @@ def replay_merges(
 # --- bytelm (issue #6) ---
 
 # --- speculative (issue #7) ---
+
+class Speculator:
+    def __init__(
+        self,
+        vocab_size: int,
+        drafters: Sequence[tuple[str, float]],
+        k: int = 8,
+        max_ngram: int = 8,
+        max_depth: int = 12,
+        max_children: int = 8,
+        static_tree: bool = False,
+    ) -> None: ...
+    @property
+    def vocab_size(self) -> int: ...
+    @property
+    def context(self) -> list[int]: ...
+    def start(self, prompt: npt.NDArray[np.int64]) -> None: ...
+    def accept(self, tokens: Sequence[int]) -> None: ...
+    def draft(
+        self,
+        budget: int,
+        costs: npt.NDArray[np.float64] | None = None,
+        gain: float = 1.0,
+    ) -> tuple[
+        npt.NDArray[np.int64],
+        npt.NDArray[np.int64],
+        npt.NDArray[np.int64],
+        npt.NDArray[np.bool_],
+        npt.NDArray[np.float32],
+    ]: ...
+    def update_adjacency(
+        self, ids: npt.NDArray[np.int64], probs: npt.NDArray[np.float32]
+    ) -> None: ...
+    def verify_greedy(self, argmax: npt.NDArray[np.int64]) -> tuple[list[int], list[int]]: ...
+    def verify_sample(
+        self, probs: npt.NDArray[np.float32], uniforms: npt.NDArray[np.float64]
+    ) -> tuple[list[int], list[int]]: ...
+    def adjacency(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]: ...
+    def set_adjacency(
+        self, ids: npt.NDArray[np.int64], probs: npt.NDArray[np.float32]
+    ) -> None: ...

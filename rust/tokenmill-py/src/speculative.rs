@@ -1,7 +1,266 @@
-//! Bindings of `tokenmill_core::speculative`.
+//! Bindings of `tokenmill_core::speculative`: one `Speculator` per decoding session (kept by
+//! `tokenmill.speculative`, which drives the model). Arrays cross as numpy: ids as int64 (what
+//! torch's argmax/topk give), probabilities as float32, uniforms as float64.
 
+use std::sync::Mutex;
+
+use numpy::ndarray::Array2;
+use numpy::{
+    PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods, ToPyArray,
+};
 use pyo3::prelude::*;
+use tokenmill_core::speculative::{self as core, DrafterKind, Verified};
+use tokenmill_core::{Error, Rank};
 
-pub(crate) fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+use crate::errors;
+
+fn ids_from_i64(a: impl IntoIterator<Item = i64>, what: &str) -> PyResult<Vec<Rank>> {
+    a.into_iter()
+        .map(|x| {
+            Rank::try_from(x).map_err(|_| {
+                errors::to_py(Error::InvalidArgument(format!(
+                    "{what}: token id {x} is not a valid id"
+                )))
+            })
+        })
+        .collect()
+}
+
+type Tree<'py> = (
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray2<bool>>,
+    Bound<'py, PyArray1<f32>>,
+);
+
+fn verified(v: &Verified, tree: &core::DraftTree) -> (Vec<usize>, Vec<Rank>) {
+    (v.nodes.clone(), v.new_tokens(tree))
+}
+
+/// Drafting and verification state of one decoding session (plus the adjacency matrix and
+/// tri-gram table, which persist across sessions).
+#[pyclass(module = "tokenmill._core", frozen)]
+pub struct Speculator {
+    inner: Mutex<core::Speculator>,
+}
+
+impl Speculator {
+    fn lock(&self) -> PyResult<std::sync::MutexGuard<'_, core::Speculator>> {
+        self.inner.try_lock().map_err(|_| {
+            pyo3::exceptions::PyRuntimeError::new_err("this speculator is busy in another thread")
+        })
+    }
+}
+
+#[pymethods]
+impl Speculator {
+    #[new]
+    #[pyo3(signature = (vocab_size, drafters, k=8, max_ngram=8, max_depth=12, max_children=8, static_tree=false))]
+    fn new(
+        vocab_size: usize,
+        drafters: Vec<(String, f32)>,
+        k: usize,
+        max_ngram: usize,
+        max_depth: u32,
+        max_children: usize,
+        static_tree: bool,
+    ) -> PyResult<Self> {
+        let kinds = drafters
+            .iter()
+            .map(|(name, w)| Ok((DrafterKind::parse(name)?, *w)))
+            .collect::<tokenmill_core::Result<Vec<_>>>()
+            .map_err(errors::to_py)?;
+        let inner = core::Speculator::new(
+            vocab_size,
+            &kinds,
+            k,
+            max_ngram,
+            max_depth,
+            max_children,
+            static_tree,
+        )
+        .map_err(errors::to_py)?;
+        Ok(Speculator {
+            inner: Mutex::new(inner),
+        })
+    }
+
+    #[getter]
+    fn vocab_size(&self) -> PyResult<usize> {
+        Ok(self.lock()?.vocab())
+    }
+
+    /// Prompt and generated tokens so far.
+    #[getter]
+    fn context(&self) -> PyResult<Vec<Rank>> {
+        Ok(self.lock()?.context().to_vec())
+    }
+
+    fn start(&self, py: Python<'_>, prompt: PyReadonlyArray1<'_, i64>) -> PyResult<()> {
+        let prompt = ids_from_i64(prompt.as_array().iter().copied(), "prompt")?;
+        let mut guard = self.lock()?;
+        let s = &mut *guard;
+        crate::run(py, || s.start(&prompt))
+    }
+
+    fn accept(&self, py: Python<'_>, tokens: Vec<i64>) -> PyResult<()> {
+        let tokens = ids_from_i64(tokens, "accept")?;
+        let mut guard = self.lock()?;
+        let s = &mut *guard;
+        crate::run(py, || s.accept(&tokens))
+    }
+
+    /// Builds the step's tree: (tokens, parents (root: -1), depths, ancestor mask n x n,
+    /// scores). With `costs`, cut to the size with the best expected tokens per time.
+    #[pyo3(signature = (budget, costs=None, gain=1.0))]
+    fn draft<'py>(
+        &self,
+        py: Python<'py>,
+        budget: usize,
+        costs: Option<PyReadonlyArray1<'py, f64>>,
+        gain: f64,
+    ) -> PyResult<Tree<'py>> {
+        let costs: Option<Vec<f64>> = costs.map(|c| c.as_array().to_vec());
+        let mut guard = self.lock()?;
+        let s = &mut *guard;
+        let (tokens, parents, depths, mask, scores) = crate::run(py, || {
+            let t = s.draft(budget, costs.as_deref(), gain)?;
+            let n = t.len();
+            let tokens: Vec<i64> = t.tokens.iter().map(|&x| i64::from(x)).collect();
+            let parents: Vec<i64> = t
+                .parents
+                .iter()
+                .map(|&p| {
+                    if p == core::tree::NO_PARENT {
+                        -1
+                    } else {
+                        p as i64
+                    }
+                })
+                .collect();
+            let depths: Vec<i64> = t.depths.iter().map(|&d| i64::from(d)).collect();
+            let mask = Array2::from_shape_vec((n, n), t.ancestor_mask())
+                .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+            Ok((tokens, parents, depths, mask, t.scores.clone()))
+        })?;
+        Ok((
+            PyArray1::from_vec(py, tokens),
+            PyArray1::from_vec(py, parents),
+            PyArray1::from_vec(py, depths),
+            mask.to_pyarray(py),
+            PyArray1::from_vec(py, scores),
+        ))
+    }
+
+    /// Token Recycling's update: the rows of the tree's tokens become the target's top-k
+    /// (`ids`, `probs`: n x width) at their nodes.
+    fn update_adjacency(
+        &self,
+        py: Python<'_>,
+        ids: PyReadonlyArray2<'_, i64>,
+        probs: PyReadonlyArray2<'_, f32>,
+    ) -> PyResult<()> {
+        let width = ids.shape()[1];
+        let ids = ids_from_i64(ids.as_array().iter().copied(), "update_adjacency")?;
+        let probs: Vec<f32> = probs.as_array().iter().copied().collect();
+        let mut guard = self.lock()?;
+        let s = &mut *guard;
+        crate::run(py, || s.update_adjacency(&ids, &probs, width))
+    }
+
+    /// (accepted node indices from the root, new tokens = accepted drafts + bonus).
+    fn verify_greedy(
+        &self,
+        py: Python<'_>,
+        argmax: PyReadonlyArray1<'_, i64>,
+    ) -> PyResult<(Vec<usize>, Vec<Rank>)> {
+        let argmax = ids_from_i64(argmax.as_array().iter().copied(), "verify_greedy")?;
+        let guard = self.lock()?;
+        let s = &*guard;
+        crate::run(py, || {
+            let v = s.verify_greedy(&argmax)?;
+            Ok(verified(&v, s.tree().expect("verified a tree")))
+        })
+    }
+
+    /// Lossless sampling verification; `probs`: n x vocab processed target distributions,
+    /// `uniforms`: at least n + 1 draws from U[0, 1).
+    fn verify_sample(
+        &self,
+        py: Python<'_>,
+        probs: PyReadonlyArray2<'_, f32>,
+        uniforms: PyReadonlyArray1<'_, f64>,
+    ) -> PyResult<(Vec<usize>, Vec<Rank>)> {
+        let guard = self.lock()?;
+        let s = &*guard;
+        if probs.shape()[1] != s.vocab() {
+            return Err(errors::to_py(Error::InvalidArgument(format!(
+                "probabilities have {} columns, the vocabulary has {} tokens",
+                probs.shape()[1],
+                s.vocab()
+            ))));
+        }
+        let probs = probs.as_array();
+        let probs: Vec<f32> = match probs.as_slice() {
+            Some(p) => p.to_vec(),
+            None => probs.iter().copied().collect(),
+        };
+        let uniforms = uniforms.as_array().to_vec();
+        crate::run(py, || {
+            let v = s.verify_sample(&probs, &uniforms)?;
+            Ok(verified(&v, s.tree().expect("verified a tree")))
+        })
+    }
+
+    /// The adjacency matrix: (ids vocab x k, -1 for empty slots; probs vocab x k).
+    fn adjacency<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<f32>>)> {
+        let s = self.lock()?;
+        let a = s.adjacency();
+        let ids: Vec<i64> = a
+            .ids()
+            .iter()
+            .map(|&t| {
+                if t == core::drafters::EMPTY {
+                    -1
+                } else {
+                    i64::from(t)
+                }
+            })
+            .collect();
+        let shape = (a.vocab(), a.k());
+        let ids = Array2::from_shape_vec(shape, ids).expect("vocab x k");
+        let probs = Array2::from_shape_vec(shape, a.probs().to_vec()).expect("vocab x k");
+        Ok((ids.to_pyarray(py), probs.to_pyarray(py)))
+    }
+
+    fn set_adjacency(
+        &self,
+        ids: PyReadonlyArray2<'_, i64>,
+        probs: PyReadonlyArray2<'_, f32>,
+    ) -> PyResult<()> {
+        let (vocab, k) = (ids.shape()[0], ids.shape()[1]);
+        let ids = ids
+            .as_array()
+            .iter()
+            .map(|&x| {
+                if x == -1 {
+                    Ok(core::drafters::EMPTY)
+                } else {
+                    ids_from_i64([x], "set_adjacency").map(|v| v[0])
+                }
+            })
+            .collect::<PyResult<Vec<Rank>>>()?;
+        let probs: Vec<f32> = probs.as_array().iter().copied().collect();
+        let adj = core::Adjacency::from_parts(vocab, k, ids, probs).map_err(errors::to_py)?;
+        self.lock()?.set_adjacency(adj).map_err(errors::to_py)
+    }
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Speculator>()?;
     Ok(())
 }

@@ -1,0 +1,137 @@
+"""What tokenmill needs from a Hugging Face causal LM to verify a draft tree in one forward, and
+the checks that refuse a model it cannot drive exactly.
+
+Measured with transformers 5.x (and checked by tests/test_speculative_model.py for every family
+claimed here): a 4D attention mask is passed to the attention kernels unchecked, so it must be
+*additive* in the model's dtype (0 = attend, dtype min = masked) for both sdpa and eager (a 0/1
+float mask, or a boolean mask under eager, silently gives wrong logits), and `position_ids` must
+be given explicitly (depth-based positions; the default would number the tree's nodes 0..n-1).
+flash_attention_2 takes no custom mask at all. Sliding-window attention is folded into the mask,
+which is why the cache must keep every position (a plain `DynamicCache()`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+#: Model families whose tree forward is checked against naive recomputation by the test-suite.
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "mistral", "gpt2")
+SUPPORTED_ATTENTION = ("sdpa", "eager")
+
+
+class UnsupportedModelError(ValueError):
+    """A model that tokenmill's speculative decoding cannot drive exactly."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    vocab_size: int
+    dtype: Any
+    device: Any
+    #: Sliding window folded into the mask (None: full attention).
+    window: int | None
+
+
+def inspect_model(model: Any, max_length: int) -> ModelInfo:
+    """Checks that `model` can be driven with tree masks for sequences up to `max_length`."""
+    cfg = getattr(model, "config", None)
+    if cfg is None or not hasattr(model, "forward"):
+        raise UnsupportedModelError(
+            f"expected a Hugging Face causal LM (a PreTrainedModel), got {type(model).__name__}"
+        )
+    model_type = getattr(cfg, "model_type", None)
+    if getattr(cfg, "is_encoder_decoder", False):
+        raise UnsupportedModelError(
+            f"{model_type} is an encoder-decoder model; only decoder-only causal LMs are supported"
+        )
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise UnsupportedModelError(
+            f"model type {model_type!r} is not supported; tree verification is checked for "
+            f"{', '.join(SUPPORTED_MODEL_TYPES)} only (other families may need different masks, "
+            "position ids or cache layouts)"
+        )
+    attn = getattr(cfg, "_attn_implementation", None) or "eager"
+    if attn not in SUPPORTED_ATTENTION:
+        raise UnsupportedModelError(
+            f"attn_implementation={attn!r} cannot take a tree attention mask; load the model "
+            "with attn_implementation='sdpa' (or 'eager') for speculative decoding"
+        )
+    if getattr(model, "training", False):
+        raise UnsupportedModelError(
+            "the model is in training mode (dropout would change the logits); call model.eval()"
+        )
+    window = None
+    if model_type in ("mistral", "qwen2"):
+        window = getattr(cfg, "sliding_window", None)
+        if model_type == "qwen2" and not getattr(cfg, "use_sliding_window", False):
+            window = None
+        layer_types = getattr(cfg, "layer_types", None)
+        if window is not None and layer_types is not None:
+            kinds = set(layer_types)
+            if kinds == {"full_attention"}:
+                window = None
+            elif kinds != {"sliding_attention"} and max_length > window:
+                raise UnsupportedModelError(
+                    "this model mixes sliding-window and full-attention layers and the sequence "
+                    f"({max_length} tokens) exceeds the window ({window}): one tree mask cannot "
+                    "serve both kinds of layer"
+                )
+        if window is not None and max_length <= window:
+            window = None  # never reached: plain causal attention
+    vocab = model.get_output_embeddings().weight.shape[0]
+    param = next(model.parameters())
+    return ModelInfo(vocab_size=int(vocab), dtype=param.dtype, device=param.device, window=window)
+
+
+def tree_mask(
+    ancestors: np.ndarray, depths: np.ndarray, prefix_len: int, info: ModelInfo
+) -> Any:
+    """The additive 4D mask `(1, 1, n, prefix_len + n)` of a tree forward: every node sees the
+    whole prefix (within the sliding window, if any) and its own ancestors in the tree."""
+    import torch
+
+    n = ancestors.shape[0]
+    allowed = np.ones((n, prefix_len + n), dtype=bool)
+    allowed[:, prefix_len:] = ancestors
+    if info.window is not None:
+        # Query position q (= prefix_len + depth) sees key position k iff k > q - window; the
+        # tree's own keys are ancestors, at most `depth` positions back, so only prefix columns
+        # and deep trees with a window smaller than the depth need it.
+        q = prefix_len + depths[:, None]
+        kpos = np.arange(prefix_len)[None, :]
+        allowed[:, :prefix_len] &= kpos > q - info.window
+        tree_pos = prefix_len + depths[None, :]
+        allowed[:, prefix_len:] &= tree_pos > q - info.window
+    mask = torch.zeros((1, 1, n, prefix_len + n), dtype=info.dtype, device=info.device)
+    blocked = torch.from_numpy(~allowed).to(info.device)
+    mask[0, 0].masked_fill_(blocked, torch.finfo(info.dtype).min)
+    return mask
+
+
+def compact_cache(cache: Any, prefix_len: int, nodes: list[int]) -> None:
+    """Keeps the prefix and the accepted tree nodes (in path order) in every layer of `cache`,
+    dropping the rejected branches."""
+    import torch
+
+    keep = len(nodes)
+    if nodes == list(range(keep)):
+        # The accepted path is the first nodes in order (always so for a chain): a slice. (Not
+        # `cache.crop`, whose argument changed meaning within transformers 5.x.)
+        end = prefix_len + keep
+        for layer in cache.layers:
+            layer.keys = layer.keys[:, :, :end]
+            layer.values = layer.values[:, :, :end]
+        return
+    device = cache.layers[0].keys.device
+    idx = torch.cat(
+        [
+            torch.arange(prefix_len, device=device),
+            prefix_len + torch.tensor(nodes, dtype=torch.long, device=device),
+        ]
+    )
+    for layer in cache.layers:
+        layer.keys = layer.keys.index_select(2, idx)
+        layer.values = layer.values.index_select(2, idx)
