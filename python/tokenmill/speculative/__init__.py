@@ -151,7 +151,9 @@ _DRAFTERS: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Drafter]] = (
 )
 
 
-def _drafter_for(model: Any, spec: str | tuple[str, ...] | list[str] | Drafter, vocab: int) -> Drafter:
+def _drafter_for(
+    model: Any, spec: str | tuple[str, ...] | list[str] | Drafter, vocab: int
+) -> Drafter:
     if isinstance(spec, Drafter):
         if spec.vocab_size != vocab:
             raise ValueError(
@@ -218,6 +220,9 @@ def generate(
     an int fixes the budget (0: plain decoding through the same loop).
     Sampling (`do_sample=True`) uses `generator` (a `torch.Generator` on the CPU), else one
     seeded with `seed`, else torch's global generator. `top_k=0` and `top_p=1` disable them.
+    The output is distributed exactly as ordinary sampling, but which sample a seed gives also
+    depends on the drafts (they decide how the random draws are used), hence on the drafter's
+    state: pass a fresh `Drafter` to reproduce a sample.
     `cost_curve`: precomputed `costs[n - 1]` seconds (overrides the measurement).
     """
     import torch
@@ -286,7 +291,7 @@ def generate(
         done = max_new_tokens == 0
         while not done:
             t0 = time.perf_counter()
-            tokens, parents, depths, ancestors, scores = spec.draft(budget, costs, gain)
+            tokens, _parents, depths, ancestors, scores = spec.draft(budget, costs, gain)
             t1 = time.perf_counter()
             n = len(tokens)
             ids = torch.from_numpy(tokens)[None].to(device)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from tokenmill.speculative._model import ModelInfo, tree_mask
+from tokenmill.speculative._model import ModelInfo, compact_cache, tree_mask
 
 _CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], np.ndarray]] = (
     weakref.WeakKeyDictionary()
@@ -81,9 +81,7 @@ def measure_cost_curve(
                     torch.cuda.synchronize()
                 if r > 0:  # the first run warms caches and allocators up
                     samples.append(time.perf_counter() - t0)
-                for layer in cache.layers:
-                    layer.keys = layer.keys[:, :, :prefix_len]
-                    layer.values = layer.values[:, :, :prefix_len]
+                compact_cache(cache, prefix_len, [])
             times.append(float(np.median(samples)))
     # Costs cannot decrease with n; measurement noise can make them look so.
     curve = np.interp(np.arange(1, max_nodes + 1), points, np.maximum.accumulate(times))

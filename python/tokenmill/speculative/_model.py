@@ -86,9 +86,7 @@ def inspect_model(model: Any, max_length: int) -> ModelInfo:
     return ModelInfo(vocab_size=int(vocab), dtype=param.dtype, device=param.device, window=window)
 
 
-def tree_mask(
-    ancestors: np.ndarray, depths: np.ndarray, prefix_len: int, info: ModelInfo
-) -> Any:
+def tree_mask(ancestors: np.ndarray, depths: np.ndarray, prefix_len: int, info: ModelInfo) -> Any:
     """The additive 4D mask `(1, 1, n, prefix_len + n)` of a tree forward: every node sees the
     whole prefix (within the sliding window, if any) and its own ancestors in the tree."""
     import torch
