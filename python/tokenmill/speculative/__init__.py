@@ -263,6 +263,14 @@ def generate(
     if do_sample and generator is None:
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
 
+    max_pos = getattr(model.config, "max_position_embeddings", None) or getattr(
+        model.config, "n_positions", None
+    )
+    if model.config.model_type == "gpt2" and max_pos and len(prompt) + max_new_tokens > max_pos:
+        raise ValueError(
+            f"prompt ({len(prompt)} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
+            f"model's {max_pos} learned positions"
+        )
     d = _drafter_for(model, drafter, info.vocab_size)
     spec = d._spec
     recycling = "recycling" in d.kinds
@@ -291,7 +299,9 @@ def generate(
         done = max_new_tokens == 0
         while not done:
             t0 = time.perf_counter()
-            tokens, _parents, depths, ancestors, scores = spec.draft(budget, costs, gain)
+            # Tree positions stay within the trained positions (learned ones cannot go beyond).
+            step_budget = budget if not max_pos else min(budget, max(0, max_pos - 1 - prefix_len))
+            tokens, _parents, depths, ancestors, scores = spec.draft(step_budget, costs, gain)
             t1 = time.perf_counter()
             n = len(tokens)
             ids = torch.from_numpy(tokens)[None].to(device)
