@@ -97,14 +97,17 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "forward_1_ms": curve[0] * 1e3,
         "tasks": {},
     }
-    methods = ["plain", "hf_lookup", "tm_budget0"] + [f"tm_{d}" for d in DRAFTERS]
+    # tm_budget0: tokenmill's loop without drafts (its overhead); tm_all63: the combined drafter
+    # with a fixed 63-draft tree, the acceptance a GPU (flat cost curve) would see.
+    methods = ["plain", "hf_lookup", "tm_budget0"] + [f"tm_{d}" for d in DRAFTERS] + ["tm_all63"]
     for task in ("code", "edit", "text"):
         prompts = _prompts(tok, task, args.prompts, args.prompt_tokens)
         drafters = {d: sp.Drafter(info.vocab_size, d) for d in DRAFTERS}
+        drafters["all63"] = sp.Drafter(info.vocab_size, "all")
         # Warm-up (Token Recycling's matrix starts warm in a long-running server): one prompt
         # of the task, not measured.
-        for d in DRAFTERS:
-            sp.generate(model, prompts[0], max_new_tokens=args.new, drafter=drafters[d])
+        for drafter in drafters.values():
+            sp.generate(model, prompts[0], max_new_tokens=args.new, drafter=drafter)
         acc: dict[str, dict[str, float]] = {
             m: {"time": 0.0, "tokens": 0, "steps": 0, "mismatch": 0} for m in methods
         }
@@ -135,13 +138,14 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
                 acc["hf_lookup"]["mismatch"] += int(not torch.equal(out, ref))
             for m in methods[2:]:
                 d = m[3:]
+                budget: int | str = {"budget0": 0, "all63": 63}.get(d, "auto")
                 r, t = _time(
                     lambda: sp.generate(
                         model,
                         p,  # noqa: B023
                         max_new_tokens=args.new,
-                        drafter=drafters.get(d, "lookup"),  # noqa: B023
-                        tree_budget=0 if d == "budget0" else "auto",  # noqa: B023
+                        drafter=drafters.get(d, "all"),  # noqa: B023
+                        tree_budget=budget,  # noqa: B023
                     )
                 )
                 acc[m]["time"] += t
