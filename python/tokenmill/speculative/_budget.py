@@ -39,7 +39,8 @@ def measure_cost_curve(
     repeats: int = 5,
 ) -> np.ndarray:
     """`costs[n - 1]`: median seconds of a forward over an n-node chain after `prefix_len`
-    cached tokens, for n = 1..max_nodes (cached per model, device, dtype, threads)."""
+    cached tokens plus the verification work on its logits, for n = 1..max_nodes (cached per
+    model, device, dtype, threads)."""
     import torch
     import transformers
 
@@ -70,13 +71,18 @@ def measure_cost_curve(
                 if info.device.type == "cuda":
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
-                model(
+                logits = model(
                     input_ids=ids,
                     position_ids=pos,
                     attention_mask=mask,
                     past_key_values=cache,
                     use_cache=True,
-                )
+                ).logits[0].float()
+                # The per-node work of verification grows with n too (argmax, Token
+                # Recycling's top-k and normaliser over the vocabulary): part of the cost.
+                logits.argmax(-1)
+                torch.topk(logits, 8, dim=-1)
+                torch.logsumexp(logits, -1)
                 if info.device.type == "cuda":
                     torch.cuda.synchronize()
                 if r > 0:  # the first run warms caches and allocators up

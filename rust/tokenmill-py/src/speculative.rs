@@ -34,6 +34,8 @@ type Tree<'py> = (
     Bound<'py, PyArray1<f32>>,
 );
 
+type AdjacencyArrays<'py> = (Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<f32>>);
+
 fn verified(v: &Verified, tree: &core::DraftTree) -> (Vec<usize>, Vec<Rank>) {
     (v.nodes.clone(), v.new_tokens(tree))
 }
@@ -214,10 +216,7 @@ impl Speculator {
     }
 
     /// The adjacency matrix: (ids vocab x k, -1 for empty slots; probs vocab x k).
-    fn adjacency<'py>(
-        &self,
-        py: Python<'py>,
-    ) -> PyResult<(Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<f32>>)> {
+    fn adjacency<'py>(&self, py: Python<'py>) -> PyResult<AdjacencyArrays<'py>> {
         let s = self.lock()?;
         let a = s.adjacency();
         let ids: Vec<i64> = a
