@@ -175,6 +175,62 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+LABELS = {
+    "plain": "`model.generate` (greedy)",
+    "hf_lookup": "HF prompt lookup (`prompt_lookup_num_tokens=10`)",
+    "tm_budget0": "tokenmill, no drafts (loop overhead)",
+    "tm_recycling": "tokenmill recycling, auto",
+    "tm_lookup": "tokenmill lookup, auto",
+    "tm_trigram": "tokenmill trigram, auto",
+    "tm_all": "tokenmill combined, auto",
+    "tm_all63": "tokenmill combined, 63 drafts fixed",
+}
+
+
+def markdown(out: dict[str, Any]) -> str:
+    """The results as the tables of docs/speculative.md."""
+    lines = []
+    for m in out["models"]:
+        curve = ", ".join(f"{n}: {v:.2f}x" for n, v in m["cost_curve"].items())
+        lines += [
+            f"### {m['model']} ({m['params'] / 1e6:.1f}M parameters)",
+            "",
+            f"Forward cost curve (n tree tokens vs 1, incl. verification work; 1 token = "
+            f"{m['forward_1_ms']:.2f} ms): {curve}.",
+            "",
+            "| method | code: tok/fwd | x plain | x HF lookup | edit: tok/fwd | x plain "
+            "| x HF lookup | text: tok/fwd | x plain | x HF lookup |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        tasks = m["tasks"]
+        for meth, label in LABELS.items():
+            cells = []
+            for t in ("code", "edit", "text"):
+                r = tasks[t]["methods"][meth]
+                tpf = r["tokens_per_forward"]
+                cells += [
+                    "-" if tpf is None else f"{tpf:.2f}",
+                    f"{r['speedup_vs_plain']:.2f}",
+                    f"{r['speedup_vs_hf_lookup']:.2f}",
+                ]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            "Per-step time (ms, code task): drafting / forward / verification / cache / "
+            "of which inside Rust:",
+            "",
+        ]
+        for d in DRAFTERS:
+            b = tasks["code"]["methods"][f"tm_{d}"]["per_step_ms"]
+            lines.append(
+                f"- {d}: {b['drafting']:.3f} / {b['forward']:.2f} / {b['verification']:.3f} / "
+                f"{b['cache']:.3f} / {b['rust']:.3f}"
+            )
+        mism = sum(r["mismatches"] for t in tasks.values() for r in t["methods"].values())
+        lines += ["", f"Outputs differing from `model.generate`: {mism}.", ""]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="+", default=["code-a", "code-b"])
@@ -183,6 +239,7 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=96)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--markdown", type=Path, help="also write the tables as markdown here")
     args = ap.parse_args()
     import torch
     import transformers
@@ -202,6 +259,8 @@ def main() -> None:
         args.json.write_text(text)
     else:
         print(text)
+    if args.markdown:
+        args.markdown.write_text(markdown(out))
 
 
 if __name__ == "__main__":
