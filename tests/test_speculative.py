@@ -394,3 +394,20 @@ def test_speculator_binding_rejects_bad_arrays() -> None:
     with pytest.raises(ValueError, match="vocabulary"):
         s.accept([16])
     assert math.isfinite(float(scores.sum()))
+
+
+def test_importing_speculative_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, tokenmill.speculative; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_cost_curve_is_measured_once_per_model() -> None:
+    model = _model("gpt2")
+    info = inspect_model(model, 256)
+    a = sp.measure_cost_curve(model, info, max_nodes=8, repeats=1)
+    b = sp.measure_cost_curve(model, info, max_nodes=8, repeats=1)
+    assert a is b
