@@ -201,9 +201,9 @@ def generate(
     drafter: str | tuple[str, ...] | list[str] | Drafter = "all",
     tree_budget: str | int = "auto",
     do_sample: bool = False,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    top_k: int = 0,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    top_k: int | None = None,
     eos_token_id: int | list[int] | None = None,
     streamer: Any = None,
     generator: Any = None,
@@ -219,7 +219,9 @@ def generate(
     step, the tree size with the best expected tokens per second (1 node = plain decoding);
     an int fixes the budget (0: plain decoding through the same loop).
     Sampling (`do_sample=True`) uses `generator` (a `torch.Generator` on the CPU), else one
-    seeded with `seed`, else torch's global generator. `top_k=0` and `top_p=1` disable them.
+    seeded with `seed`, else torch's global generator. `temperature`, `top_k`, `top_p` left
+    unset are taken as `model.generate` takes them: from the model's generation config, else
+    transformers' defaults (1.0, 50, 1.0); `top_k=0` and `top_p=1` disable them.
     The output is distributed exactly as ordinary sampling, but which sample a seed gives also
     depends on the drafts (they decide how the random draws are used), hence on the drafter's
     state: pass a fresh `Drafter` to reproduce a sample.
@@ -259,7 +261,22 @@ def generate(
         if isinstance(eos_token_id, int)
         else set(eos_token_id)
     )
-    warpers = _warpers(do_sample, temperature, top_k, top_p)
+    # Unset sampling parameters come from the model's generation config, else transformers'
+    # defaults (top_k=50!), as in `model.generate`.
+    gc = getattr(model, "generation_config", None)
+
+    def _default(value: Any, name: str, fallback: Any) -> Any:
+        if value is not None:
+            return value
+        from_config = getattr(gc, name, None)
+        return fallback if from_config is None else from_config
+
+    warpers = _warpers(
+        do_sample,
+        float(_default(temperature, "temperature", 1.0)),
+        int(_default(top_k, "top_k", 50)),
+        float(_default(top_p, "top_p", 1.0)),
+    )
     if do_sample and generator is None:
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
 

@@ -71,13 +71,17 @@ def measure_cost_curve(
                 if info.device.type == "cuda":
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
-                logits = model(
-                    input_ids=ids,
-                    position_ids=pos,
-                    attention_mask=mask,
-                    past_key_values=cache,
-                    use_cache=True,
-                ).logits[0].float()
+                logits = (
+                    model(
+                        input_ids=ids,
+                        position_ids=pos,
+                        attention_mask=mask,
+                        past_key_values=cache,
+                        use_cache=True,
+                    )
+                    .logits[0]
+                    .float()
+                )
                 # The per-node work of verification grows with n too (argmax, Token
                 # Recycling's top-k and normaliser over the vocabulary): part of the cost.
                 logits.argmax(-1)
