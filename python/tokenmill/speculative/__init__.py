@@ -117,6 +117,8 @@ class Stats:
     steps: int = 0
     #: New tokens per step (accepted drafts + the model's own token).
     accepted: list[int] = field(default_factory=list)
+    #: Drafts the target accepted per step (before cutting at EOS / max_new_tokens).
+    drafts_accepted: list[int] = field(default_factory=list)
     #: Tree nodes per step (1: a plain decoding step).
     tree_sizes: list[int] = field(default_factory=list)
     prefill: float = 0.0
@@ -389,6 +391,7 @@ def generate(
             stats.steps += 1
             stats.accepted.append(len(step_tokens))
             stats.tree_sizes.append(n)
+            stats.drafts_accepted.append(len(nodes) - 1)
             stats.drafting += t2 - t0
             stats.forward += t3 - t2
             stats.verification += (t5 - t3) + (t7 - t5)
