@@ -114,4 +114,51 @@ impl ByteLm {
             log_prefix,
         })
     }
+
+    /// The valid covers of `x` (empty for the empty prefix) as (node index, last token,
+    /// log-probability of node path + token): what prompt-boundary completion samples from.
+    pub fn covers(
+        &self,
+        x: &[u8],
+        tree: &Tree,
+        node_logp: &[f64],
+        next_logp: &[f64],
+        n_cols: usize,
+    ) -> Result<Vec<(usize, Rank, f64)>> {
+        let n = tree.nodes.len();
+        if node_logp.len() != n || next_logp.len() != n * n_cols {
+            return Err(Error::InvalidArgument(format!(
+                "covers: {n} nodes need {n} path log-probabilities and a {n} x {n_cols} \
+                 array of next-token log-probabilities"
+            )));
+        }
+        let window = &x[tree.sigma..];
+        let mut out = Vec::new();
+        let mut path = Vec::new();
+        for i in 0..n {
+            let rest = &window[tree.ends[i]..];
+            if rest.is_empty() || !node_logp[i].is_finite() {
+                continue;
+            }
+            let row = &next_logp[i * n_cols..(i + 1) * n_cols];
+            path.clear();
+            path.extend_from_slice(&tree.nodes[i]);
+            for j in self.vocab.prefix_range(rest) {
+                let id = self.vocab.id(j);
+                let Some(&lp) = row.get(id as usize) else {
+                    continue;
+                };
+                if lp == f64::NEG_INFINITY {
+                    continue;
+                }
+                path.push(id);
+                let ok = self.is_valid(&path)?;
+                path.pop();
+                if ok {
+                    out.push((i, id, node_logp[i] + lp));
+                }
+            }
+        }
+        Ok(out)
+    }
 }
