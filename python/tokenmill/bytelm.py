@@ -50,7 +50,6 @@ __all__ = ["ByteEnsemble", "ByteLM", "Completion", "TokenModel"]
 EOS = 256
 """Index of the end-of-text bin in next-byte distributions."""
 
-FloatArray = "npt.NDArray[np.float64]"
 
 
 class TokenModel(Protocol):
@@ -305,7 +304,7 @@ class Completion:
 class _ByteModel:
     """Byte-level sampling and scoring on top of `next_byte_logprobs`."""
 
-    def next_byte_logprobs(self, prefix: bytes) -> npt.NDArray[np.float64]:
+    def next_byte_logprobs(self, prefix: bytes | str) -> npt.NDArray[np.float64]:
         raise NotImplementedError
 
     def logprob(self, text: bytes | str, *, prefix: bytes | str = b"", eos: bool = False) -> float:
