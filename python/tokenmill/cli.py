@@ -81,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         add_help=False,
     )
     sub.add_parser("train", help="train a byte-level BPE vocabulary on files", add_help=False)
+    sub.add_parser(
+        "models",
+        help="build or list the small benchmark language models (needs torch)",
+        add_help=False,
+    )
     args, rest = parser.parse_known_args(argv)
     if args.command == "bench":
         from tokenmill import bench
@@ -88,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         return bench.main(rest)
     if args.command == "train":
         return _train(rest)
+    if args.command == "models":
+        from tokenmill.models import cli as models_cli
+
+        return models_cli.main(rest)
     parser.error(f"unknown command {args.command}")
     return 2
 

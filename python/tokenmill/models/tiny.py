@@ -17,37 +17,49 @@ if TYPE_CHECKING:
 ARCHITECTURES = ("llama", "qwen2", "mistral", "gpt2")
 
 
-def _config(
+def hf_config(
     arch: str,
     vocab_size: int,
-    hidden: int,
-    layers: int,
-    heads: int,
-    max_positions: int,
-    bos: int | None,
-    eos: int | None,
-    sliding_window: int | None,
+    *,
+    hidden_size: int,
+    num_layers: int,
+    num_heads: int,
+    num_kv_heads: int | None = None,
+    intermediate_size: int | None = None,
+    max_positions: int = 512,
+    bos_token_id: int | None = None,
+    eos_token_id: int | None = None,
+    sliding_window: int | None = None,
 ) -> Any:
+    """A transformers config of one of `ARCHITECTURES`; shared by the random factory and the
+    trained recipes so that both make the same kind of model."""
     import transformers
 
-    common: dict[str, Any] = {"vocab_size": vocab_size, "bos_token_id": bos, "eos_token_id": eos}
+    common: dict[str, Any] = {
+        "vocab_size": vocab_size,
+        "bos_token_id": bos_token_id,
+        "eos_token_id": eos_token_id,
+    }
+    inner = intermediate_size if intermediate_size is not None else 2 * hidden_size
     if arch == "gpt2":
         return transformers.GPT2Config(
-            n_embd=hidden,
-            n_layer=layers,
-            n_head=heads,
+            n_embd=hidden_size,
+            n_layer=num_layers,
+            n_head=num_heads,
+            n_inner=inner,
             n_positions=max_positions,
             resid_pdrop=0.0,
             embd_pdrop=0.0,
             attn_pdrop=0.0,
             **common,
         )
-    kv_heads = max(1, heads // 2)  # grouped-query attention, as the real models use
+    # Grouped-query attention by default, as the real models of these families use.
+    kv_heads = num_kv_heads if num_kv_heads is not None else max(1, num_heads // 2)
     llama_like: dict[str, Any] = {
-        "hidden_size": hidden,
-        "intermediate_size": 2 * hidden,
-        "num_hidden_layers": layers,
-        "num_attention_heads": heads,
+        "hidden_size": hidden_size,
+        "intermediate_size": inner,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": num_heads,
         "num_key_value_heads": kv_heads,
         "max_position_embeddings": max_positions,
         "tie_word_embeddings": False,
@@ -89,16 +101,16 @@ def tiny_causal_lm(
     import torch
     import transformers
 
-    cfg = _config(
+    cfg = hf_config(
         arch,
         vocab_size,
-        hidden_size,
-        num_layers,
-        num_heads,
-        max_positions,
-        bos_token_id,
-        eos_token_id,
-        sliding_window,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        max_positions=max_positions,
+        bos_token_id=bos_token_id,
+        eos_token_id=eos_token_id,
+        sliding_window=sliding_window,
     )
     cfg.initializer_range = init_std
     cfg._attn_implementation = attn_implementation
