@@ -51,7 +51,6 @@ EOS = 256
 """Index of the end-of-text bin in next-byte distributions."""
 
 
-
 class TokenModel(Protocol):
     """Any token-level model: `logprobs(context)` returns log P(next token | context) for the
     whole vocabulary (float64, length `vocab_size`). `context` starts with the BOS token."""

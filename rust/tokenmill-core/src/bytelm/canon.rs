@@ -18,10 +18,12 @@
 //!
 //! Validity. A token sequence `u` is valid when it is a prefix of the canonical encoding of
 //! some text. Tokens before the stable point of `bytes(u)` must be its canonical encoding; the
-//! rest is checked by trying extensions (probes): end of text; every single byte; characters of
-//! each pre-tokenizer class that no merge touches, alone and after whitespace; and the
-//! completions of the English contractions. A witness needs at most that much: the lookahead of
-//! the patterns is one character (or a contraction), and a neutral character closes or
+//! rest is checked by trying extensions (probes): end of text; for each pre-tokenizer class a
+//! character that no merge touches, alone and after each kind of whitespace; the characters the
+//! patterns name literally (whitespace kinds, the apostrophe and contraction letters) and the
+//! contraction completions; and, when the text ends inside a UTF-8 character, completions of
+//! it. A witness needs at most that much: the lookahead of the patterns is one character (or a
+//! contraction, or what ends a whitespace run), and a neutral character closes or
 //! continues a piece without merging into the last token.
 
 use crate::error::Result;
@@ -31,8 +33,10 @@ use super::ByteLm;
 
 /// Characters of each class that byte-level vocabularies trained on ordinary text never merge
 /// (supplementary planes, and 0xFF which is never part of UTF-8).
-const NEUTRAL: [&[u8]; 5] = [
+const NEUTRAL: [&[u8]; 7] = [
     "\u{20000}".as_bytes(), // letter (CJK extension B)
+    "\u{1D400}".as_bytes(), // upper-case letter (mathematical bold capital A), for o200k
+    "\u{1D41A}".as_bytes(), // lower-case letter (mathematical bold small a)
     "\u{1D7CE}".as_bytes(), // decimal digit (mathematical bold zero)
     "\u{1F600}".as_bytes(), // symbol
     "\u{3000}".as_bytes(),  // whitespace (ideographic space)
@@ -52,7 +56,9 @@ pub(super) fn probes() -> Vec<Vec<u8>> {
     ] {
         out.push(c.as_bytes().to_vec());
     }
-    out.extend((0..=255u8).map(|b| vec![b]));
+    // Characters the patterns name literally; any other character acts like the neutral
+    // one of its class, which cannot merge into the last token and so is the better witness.
+    out.extend(b" \t\n\r\x0b\x0c'sStTmMdDlLvVrReE".iter().map(|&b| vec![b]));
     out
 }
 

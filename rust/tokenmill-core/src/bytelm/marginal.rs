@@ -9,7 +9,51 @@
 use crate::error::{Error, Result};
 use crate::Rank;
 
+use super::fast::{first_char, CutMemo};
 use super::{ByteLm, Tree};
+
+/// Validity of (node path + one token), with the shortcuts of [`super::fast`].
+struct Check<'a> {
+    lm: &'a ByteLm,
+    window: &'a [u8],
+    path: Vec<Rank>,
+    end: usize,
+    cuts: CutMemo,
+}
+
+impl<'a> Check<'a> {
+    fn new(lm: &'a ByteLm, window: &'a [u8]) -> Self {
+        Check {
+            lm,
+            window,
+            path: Vec::new(),
+            end: 0,
+            cuts: CutMemo::default(),
+        }
+    }
+
+    fn enter(&mut self, path: &[Rank], end: usize) {
+        self.path.clear();
+        self.path.extend_from_slice(path);
+        self.end = end;
+        self.cuts.clear();
+    }
+
+    fn valid(&mut self, id: Rank, bytes: &[u8]) -> Result<bool> {
+        // The root's tokens start at the stable point, a boundary of every extension.
+        if let (Some(&last), Some(first)) = (self.path.last(), first_char(bytes)) {
+            if !self.lm.is_canonical_pair(last, id)?
+                && !self.cuts.get(self.lm, &self.window[..self.end], first)?
+            {
+                return Ok(false);
+            }
+        }
+        self.path.push(id);
+        let v = self.lm.is_valid(&self.path);
+        self.path.pop();
+        v
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Marginal {
@@ -56,7 +100,7 @@ impl ByteLm {
         let mut bins = vec![0.0f64; 257];
         let mut total = 0.0f64;
         if shift.is_finite() {
-            let mut path = Vec::new();
+            let mut check = Check::new(self, window);
             for i in 0..n {
                 let base = node_logp[i] - shift;
                 if !base.is_finite() {
@@ -64,36 +108,26 @@ impl ByteLm {
                 }
                 let row = &next_logp[i * n_cols..(i + 1) * n_cols];
                 let rest = &window[tree.ends[i]..];
-                path.clear();
-                path.extend_from_slice(&tree.nodes[i]);
+                check.enter(&tree.nodes[i], tree.ends[i]);
                 for j in self.vocab.prefix_range(rest) {
                     let id = self.vocab.id(j);
                     let Some(&lp) = row.get(id as usize) else {
                         continue;
                     };
-                    if lp == f64::NEG_INFINITY {
+                    if lp == f64::NEG_INFINITY || !check.valid(id, self.vocab.bytes(j))? {
                         continue;
                     }
                     let bytes = self.vocab.bytes(j);
+                    let w = (base + lp).exp();
                     if bytes.len() == rest.len() {
-                        // Ends exactly at |x|: a cover of x, and a node of its own.
-                        path.push(id);
-                        let ok = self.is_valid(&path)?;
-                        path.pop();
-                        if ok {
-                            total += (base + lp).exp();
-                        }
+                        // Ends exactly at |x|: a cover of x, and a node of its own whose
+                        // children carry the next byte.
+                        total += w;
                         continue;
                     }
-                    path.push(id);
-                    let ok = self.is_valid(&path)?;
-                    path.pop();
-                    if ok {
-                        let w = (base + lp).exp();
-                        bins[bytes[rest.len()] as usize] += w;
-                        if !rest.is_empty() {
-                            total += w;
-                        }
+                    bins[bytes[rest.len()] as usize] += w;
+                    if !rest.is_empty() {
+                        total += w;
                     }
                 }
                 if let Some(e) = eos {
@@ -134,27 +168,20 @@ impl ByteLm {
         }
         let window = &x[tree.sigma..];
         let mut out = Vec::new();
-        let mut path = Vec::new();
+        let mut check = Check::new(self, window);
         for i in 0..n {
             let rest = &window[tree.ends[i]..];
             if rest.is_empty() || !node_logp[i].is_finite() {
                 continue;
             }
             let row = &next_logp[i * n_cols..(i + 1) * n_cols];
-            path.clear();
-            path.extend_from_slice(&tree.nodes[i]);
+            check.enter(&tree.nodes[i], tree.ends[i]);
             for j in self.vocab.prefix_range(rest) {
                 let id = self.vocab.id(j);
                 let Some(&lp) = row.get(id as usize) else {
                     continue;
                 };
-                if lp == f64::NEG_INFINITY {
-                    continue;
-                }
-                path.push(id);
-                let ok = self.is_valid(&path)?;
-                path.pop();
-                if ok {
+                if lp != f64::NEG_INFINITY && check.valid(id, self.vocab.bytes(j))? {
                     out.push((i, id, node_logp[i] + lp));
                 }
             }

@@ -15,6 +15,8 @@
 //! - [`canon`]: canonical encoding of arbitrary bytes (invalid UTF-8 included), the *stable
 //!   point* before which every extension of the text is tokenized the same way, and the test
 //!   "is this token sequence a prefix of the canonical encoding of some extension";
+//! - [`fast`]: the canonical-pair test and a per-node pre-tokenizer check that reject most
+//!   invalid (node, token) pairs without trying extensions;
 //! - [`tree`]: the covering tree: the canonical trunk up to the stable point plus every valid
 //!   token path through the short window after it (the paths shared by all covers);
 //! - [`marginal`]: next-token distributions at the tree's nodes folded into 257 bins (256 bytes
@@ -24,6 +26,7 @@
 //! forward with a tree attention mask) and hands the log-probabilities back.
 
 mod canon;
+mod fast;
 mod marginal;
 #[cfg(test)]
 mod tests;
@@ -53,6 +56,8 @@ pub struct ByteLm {
     probes: Vec<Vec<u8>>,
     /// Validity of short window paths, which repeat from one byte to the next.
     valid_cache: Mutex<FxHashMap<Vec<Rank>, bool>>,
+    /// Canonical pairs, see [`fast`].
+    pair_cache: Mutex<FxHashMap<u64, bool>>,
 }
 
 impl ByteLm {
@@ -79,6 +84,7 @@ impl ByteLm {
             vocab,
             probes: canon::probes(),
             valid_cache: Mutex::new(FxHashMap::default()),
+            pair_cache: Mutex::new(FxHashMap::default()),
         })
     }
 

@@ -1,0 +1,101 @@
+//! A fast exact rejection for the marginalisation loop, where one node meets every token.
+//!
+//! Two adjacent tokens `a t` of a canonical encoding either straddle a pre-token boundary or
+//! lie in one piece; in one piece they are a *canonical pair*: the merge loop on their bytes
+//! alone gives `[a, t]` back (a contiguous run of a BPE encoding is the BPE encoding of its
+//! bytes, because the merges inside the run happen in the same order with or without the
+//! context, and none crosses its edges; the whole-piece lookup of `ignore_merges` tokenizers
+//! does not apply to a run of two or more tokens, so the test uses the merge loop alone). So
+//! when `a t` is not a canonical pair, the path is valid only if some extension puts a piece
+//! boundary between them. Whether the pre-tokenizer can cut there depends on the text before
+//! the cut and on what follows; for the known patterns the first character after the cut
+//! and a short continuation decide it (the lookahead is one character, a contraction, or a
+//! whitespace run and what ends it), so the answer is computed once per (node, first
+//! character of the token) with the pre-tokenizer alone, over the same continuations
+//! ([`super::canon`]'s probes) that witness validity.
+
+use rustc_hash::FxHashMap;
+
+use crate::error::Result;
+use crate::Rank;
+
+use super::ByteLm;
+
+impl ByteLm {
+    /// Does the merge loop on `bytes(a) + bytes(b)` give back `[a, b]`?
+    pub fn is_canonical_pair(&self, a: Rank, b: Rank) -> Result<bool> {
+        let key = ((a as u64) << 32) | b as u64;
+        if let Some(&v) = self.pair_cache.lock().unwrap().get(&key) {
+            return Ok(v);
+        }
+        let bytes = [self.token_bytes(a)?, self.token_bytes(b)?].concat();
+        let mut out = Vec::with_capacity(2);
+        self.enc.bpe().merge_without_lookup(&bytes, &mut out)?;
+        let v = out == [a, b];
+        let mut cache = self.pair_cache.lock().unwrap();
+        if cache.len() > 1 << 22 {
+            cache.clear();
+        }
+        cache.insert(key, v);
+        Ok(v)
+    }
+
+    /// Can some continuation of `head + first` (`first`: one whole character) put a piece
+    /// boundary at `head.len()`? `head` starts at a stable point.
+    pub(super) fn can_cut(&self, head: &[u8], first: &[u8]) -> Result<bool> {
+        let cut = head.len();
+        let mut buf = Vec::with_capacity(cut + first.len() + 8);
+        let mut pieces = Vec::new();
+        for e in self
+            .probes
+            .iter()
+            .filter(|e| e.first().is_none_or(|&b| b < 0x80 || e.len() > 1))
+        {
+            buf.clear();
+            buf.extend_from_slice(head);
+            buf.extend_from_slice(first);
+            buf.extend_from_slice(e);
+            pieces.clear();
+            self.pieces(&buf, &mut pieces)?;
+            if pieces.iter().any(|&(a, _)| a == cut) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// The first character of `bytes` if it is complete (else `None`: no shortcut).
+pub(super) fn first_char(bytes: &[u8]) -> Option<&[u8]> {
+    let n = match bytes.first()? {
+        0x00..=0x7f => 1,
+        0xc0..=0xdf => 2,
+        0xe0..=0xef => 3,
+        0xf0..=0xf7 => 4,
+        _ => return None,
+    };
+    let c = bytes.get(..n)?;
+    std::str::from_utf8(c).ok()?;
+    Some(c)
+}
+
+/// Per-node memo of [`ByteLm::can_cut`], keyed by the first character.
+#[derive(Default)]
+pub(super) struct CutMemo {
+    memo: FxHashMap<Vec<u8>, bool>,
+}
+
+impl CutMemo {
+    pub fn clear(&mut self) {
+        self.memo.clear();
+    }
+
+    pub fn get(&mut self, lm: &ByteLm, head: &[u8], first: &[u8]) -> Result<bool> {
+        if let Some(&v) = self.memo.get(first) {
+            return Ok(v);
+        }
+        let v = lm.can_cut(head, first)?;
+        self.memo.insert(first.to_vec(), v);
+        Ok(v)
+    }
+}
