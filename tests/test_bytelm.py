@@ -372,3 +372,20 @@ def test_ensemble_mixture_and_product() -> None:
     assert isinstance(mix.generate(x, 4, seed=0), str)
     with pytest.raises(ValueError):
         ByteEnsemble([a, b], "median")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_random_strings_match_brute_force(pattern: str) -> None:
+    import random
+
+    rng = random.Random(pattern)
+    chars = sorted(set(TOY_TEXT))
+    tok = toy_tokenizer(pattern)
+    eos = tok.token_to_id("<|endoftext|>")
+    assert eos is not None
+    model = NGram(tok.get_vocab_size(), seed=7)
+    lm = ByteLM(model, tok, bos_token_id=eos, eos_token_id=eos)
+    ref = BruteForce(tok, model, eos, eos)
+    for _ in range(100):
+        x = "".join(rng.choice(chars) for _ in range(rng.randint(1, 7))).encode()
+        check_against_brute_force(lm, ref, x)
