@@ -192,11 +192,33 @@ impl ByteLm {
         let rest = &path[head.len()..];
         let tail = &y[s..];
         let mut buf = Vec::with_capacity(tail.len() + 8);
-        for e in &self.probes {
+        // Token ends inside the tail: a piece boundary anywhere else rules a probe out before
+        // any merging.
+        let mut ends = Vec::with_capacity(rest.len());
+        let mut at = 0;
+        for &id in rest {
+            at += self.token_bytes(id)?.len();
+            ends.push(at);
+        }
+        let mut pieces = Vec::new();
+        let mut out = Vec::new();
+        'probe: for e in &self.probes {
             buf.clear();
             buf.extend_from_slice(tail);
             buf.extend_from_slice(e);
-            if self.canonical(&buf)?.starts_with(rest) {
+            pieces.clear();
+            self.pieces(&buf, &mut pieces)?;
+            out.clear();
+            for &(a, b) in &pieces {
+                if a >= tail.len() {
+                    break;
+                }
+                if a > 0 && ends.binary_search(&a).is_err() {
+                    continue 'probe;
+                }
+                self.enc.bpe().encode_piece(&buf[a..b], &mut out)?;
+            }
+            if out.starts_with(rest) {
                 return Ok(true);
             }
         }

@@ -13,6 +13,11 @@
 //! whitespace run and what ends it), so the answer is computed once per (node, first
 //! character of the token) with the pre-tokenizer alone, over the same continuations
 //! ([`super::canon`]'s probes) that witness validity.
+//!
+//! The same pass also finds where the cut is *certain*: every continuation cuts there, with
+//! the same pieces before. Then validity factorises: the node's tokens must be the encoding of
+//! those pieces (once per node and character), and the token must be valid at the start of a
+//! text (once per token, cached), since pre-tokenization after a cut does not look back.
 
 use rustc_hash::FxHashMap;
 
@@ -40,29 +45,58 @@ impl ByteLm {
         Ok(v)
     }
 
-    /// Can some continuation of `head + first` (`first`: one whole character) put a piece
-    /// boundary at `head.len()`? `head` starts at a stable point.
-    pub(super) fn can_cut(&self, head: &[u8], first: &[u8]) -> Result<bool> {
-        let cut = head.len();
-        let mut buf = Vec::with_capacity(cut + first.len() + 8);
+    /// How the pre-tokenizer treats the position after `head` (which starts at a stable
+    /// point) when `first` (one whole character) follows, over the probe continuations.
+    pub(super) fn cut_at(&self, head: &[u8], first: &[u8]) -> Result<Cut> {
+        let at = head.len();
+        let mut buf = Vec::with_capacity(at + first.len() + 8);
         let mut pieces = Vec::new();
-        for e in self
-            .probes
-            .iter()
-            .filter(|e| e.first().is_none_or(|&b| b < 0x80 || e.len() > 1))
-        {
+        let mut before: Option<Vec<(usize, usize)>> = None;
+        let mut possible = false;
+        let mut certain = true;
+        for e in &self.probes {
             buf.clear();
             buf.extend_from_slice(head);
             buf.extend_from_slice(first);
             buf.extend_from_slice(e);
             pieces.clear();
             self.pieces(&buf, &mut pieces)?;
-            if pieces.iter().any(|&(a, _)| a == cut) {
-                return Ok(true);
+            let k = pieces.iter().position(|&(a, _)| a == at);
+            possible |= k.is_some();
+            match k {
+                Some(k) if certain => match &before {
+                    None => before = Some(pieces[..k].to_vec()),
+                    Some(b) => certain = b[..] == pieces[..k],
+                },
+                _ => certain = false,
             }
         }
-        Ok(false)
+        // When the cut is always there with the same pieces before it, the tokens before it
+        // are those pieces' encodings, whatever follows.
+        let head_tokens = match (certain, before) {
+            (true, Some(pieces)) => {
+                let mut out = Vec::new();
+                for (a, b) in pieces {
+                    self.enc.bpe().encode_piece(&head[a..b], &mut out)?;
+                }
+                Some(out)
+            }
+            _ => None,
+        };
+        Ok(Cut {
+            possible,
+            head_tokens,
+        })
     }
+}
+
+/// See [`ByteLm::cut_at`].
+#[derive(Debug, Clone)]
+pub(super) struct Cut {
+    /// Some continuation puts a piece boundary there.
+    pub possible: bool,
+    /// Every continuation does, and these are the tokens before it.
+    pub head_tokens: Option<Vec<Rank>>,
 }
 
 /// The first character of `bytes` if it is complete (else `None`: no shortcut).
@@ -79,10 +113,10 @@ pub(super) fn first_char(bytes: &[u8]) -> Option<&[u8]> {
     Some(c)
 }
 
-/// Per-node memo of [`ByteLm::can_cut`], keyed by the first character.
+/// Per-node memo of [`ByteLm::cut_at`], keyed by the first character.
 #[derive(Default)]
 pub(super) struct CutMemo {
-    memo: FxHashMap<Vec<u8>, bool>,
+    memo: FxHashMap<Vec<u8>, Cut>,
 }
 
 impl CutMemo {
@@ -90,12 +124,11 @@ impl CutMemo {
         self.memo.clear();
     }
 
-    pub fn get(&mut self, lm: &ByteLm, head: &[u8], first: &[u8]) -> Result<bool> {
-        if let Some(&v) = self.memo.get(first) {
-            return Ok(v);
+    pub fn get(&mut self, lm: &ByteLm, head: &[u8], first: &[u8]) -> Result<&Cut> {
+        if !self.memo.contains_key(first) {
+            let cut = lm.cut_at(head, first)?;
+            self.memo.insert(first.to_vec(), cut);
         }
-        let v = lm.can_cut(head, first)?;
-        self.memo.insert(first.to_vec(), v);
-        Ok(v)
+        Ok(&self.memo[first])
     }
 }

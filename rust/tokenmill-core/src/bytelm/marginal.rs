@@ -42,9 +42,11 @@ impl<'a> Check<'a> {
     fn valid(&mut self, id: Rank, bytes: &[u8]) -> Result<bool> {
         // The root's tokens start at the stable point, a boundary of every extension.
         if let (Some(&last), Some(first)) = (self.path.last(), first_char(bytes)) {
-            if !self.lm.is_canonical_pair(last, id)?
-                && !self.cuts.get(self.lm, &self.window[..self.end], first)?
-            {
+            let cut = self.cuts.get(self.lm, &self.window[..self.end], first)?;
+            if let Some(head) = &cut.head_tokens {
+                return Ok(*head == self.path && self.lm.is_valid(&[id])?);
+            }
+            if !cut.possible && !self.lm.is_canonical_pair(last, id)? {
                 return Ok(false);
             }
         }
