@@ -264,6 +264,8 @@ def main() -> None:
     ap.add_argument("--bpb-files", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-boundary", action="store_true")
+    ap.add_argument("--skip-bpb", action="store_true")
+    ap.add_argument("--models", default="code-a,code-b", help="models for the boundary benchmark")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tiny", action="store_true", help="random tiny models (smoke test)")
     args = ap.parse_args()
@@ -274,9 +276,10 @@ def main() -> None:
         f"python {platform.python_version()}\n"
     )
     if not args.skip_boundary:
-        for name in ("code-a", "code-b"):
-            print("\n".join(bench_boundary(name, args)))
-    print("\n".join(bench_bpb(args)))
+        for name in args.models.split(","):
+            print("\n".join(bench_boundary(name, args)), flush=True)
+    if not args.skip_bpb:
+        print("\n".join(bench_bpb(args)))
 
 
 if __name__ == "__main__":

@@ -527,7 +527,10 @@ class ByteLM(_ByteModel):
         for t in generated:
             text += self.core.token_bytes(t)
         del text[: len(x) - tree.sigma]
-        for _ in range(max_new_tokens):
+        for i in range(max_new_tokens):
+            if i > 0:  # no forward after the last token, as in plain generation
+                row = runner._forward([generated[-1]], 1, [-1])[-1]
+                runner._ids.append(generated[-1])
             t = pick(row)
             if t == self.eos_token_id:
                 break
@@ -540,8 +543,6 @@ class ByteLM(_ByteModel):
             if hit is not None:
                 del text[text.index(hit) :]
                 break
-            row = runner._forward([t], 1, [-1])[-1]
-            runner._ids.append(t)
         self._runner.forwards += runner.forwards
         self._runner.forward_seconds += runner.forward_seconds
         return Completion(bytes(text), generated, runner.forwards)
