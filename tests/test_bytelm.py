@@ -391,3 +391,11 @@ def test_random_strings_match_brute_force(pattern: str) -> None:
     for _ in range(100):
         x = "".join(rng.choice(chars) for _ in range(rng.randint(1, 7))).encode()
         check_against_brute_force(lm, ref, x)
+
+
+def test_importing_bytelm_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, tokenmill.bytelm; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -112,12 +112,9 @@ class _CallableRunner(_Runner):
     """A `TokenModel` (tests, n-gram tables): one call per node, memoised."""
 
     def __init__(self, model: TokenModel, bos: int, temperature: float, top_p: float) -> None:
-        import torch
-
         self._model = model
         self._bos = bos
         self._memo: dict[tuple[int, ...], npt.NDArray[np.float64]] = {}
-        self._torch = torch
         self._t = temperature
         self._p = top_p
 
@@ -129,7 +126,9 @@ class _CallableRunner(_Runner):
             if self._t == 1.0 and self._p >= 1.0:
                 row = raw
             else:
-                row = _transform(self._torch.from_numpy(raw), self._t, self._p)
+                import torch
+
+                row = _transform(torch.from_numpy(raw), self._t, self._p)
             self._memo[ctx] = row
         return row
 
