@@ -196,7 +196,7 @@ def bench_bpb(args: argparse.Namespace) -> list[str]:
     from tokenmill.models import heldout_texts
 
     lms = {}
-    for name in ("code-a", "code-b"):
+    for name in args.bpb_models.split(","):
         model, tok = load(name, args.tiny)
         lms[name] = ByteLM(model, tok)
     rng = random.Random(args.seed + 1)
@@ -223,9 +223,10 @@ def bench_bpb(args: argparse.Namespace) -> list[str]:
     assert EOS == 256
     t = np.array(truth)
     lp = {n: np.stack(v)[np.arange(len(t)), t] for n, v in dists.items()}
-    a, b = (np.stack(dists[n]) for n in lms)
     res: dict[str, float] = {n: -lp[n].mean() / LN2 for n in lms}
-    for w in (0.5,):
+    if len(lms) == 2:
+        a, b = (np.stack(dists[n]) for n in lms)
+        w = 0.5
         mix = np.logaddexp(a + math.log(w), b + math.log(1 - w))
         res[f"mixture (w={w})"] = -mix[np.arange(len(t)), t].mean() / LN2
         prod = w * a + (1 - w) * b
@@ -265,6 +266,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-boundary", action="store_true")
     ap.add_argument("--skip-bpb", action="store_true")
+    ap.add_argument("--bpb-models", default="code-a,code-b")
     ap.add_argument("--models", default="code-a,code-b", help="models for the boundary benchmark")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tiny", action="store_true", help="random tiny models (smoke test)")

@@ -47,12 +47,15 @@ impl ByteLm {
 
     /// How the pre-tokenizer treats the position after `head` (which starts at a stable
     /// point) when `first` (one whole character) follows, over the probe continuations.
-    pub(super) fn cut_at(&self, head: &[u8], first: &[u8]) -> Result<Cut> {
+    /// `ends`: where the node's tokens end inside `head` (a probe that puts a piece boundary
+    /// anywhere else in `head` cannot witness the node).
+    pub(super) fn cut_at(&self, head: &[u8], first: &[u8], ends: &[usize]) -> Result<Cut> {
         let at = head.len();
         let mut buf = Vec::with_capacity(at + first.len() + 8);
         let mut pieces = Vec::new();
         let mut before: Option<Vec<(usize, usize)>> = None;
         let mut possible = false;
+        let mut joined = false;
         let mut certain = true;
         for e in &self.probes {
             buf.clear();
@@ -62,7 +65,13 @@ impl ByteLm {
             pieces.clear();
             self.pieces(&buf, &mut pieces)?;
             let k = pieces.iter().position(|&(a, _)| a == at);
-            possible |= k.is_some();
+            let fits = pieces
+                .iter()
+                .all(|&(a, _)| a == 0 || a >= at || ends.binary_search(&a).is_ok());
+            if fits {
+                possible |= k.is_some();
+                joined |= k.is_none();
+            }
             match k {
                 Some(k) if certain => match &before {
                     None => before = Some(pieces[..k].to_vec()),
@@ -85,6 +94,7 @@ impl ByteLm {
         };
         Ok(Cut {
             possible,
+            joined,
             head_tokens,
         })
     }
@@ -93,8 +103,11 @@ impl ByteLm {
 /// See [`ByteLm::cut_at`].
 #[derive(Debug, Clone)]
 pub(super) struct Cut {
-    /// Some continuation puts a piece boundary there.
+    /// Some continuation puts a piece boundary there, and none elsewhere inside the node's
+    /// tokens.
     pub possible: bool,
+    /// Some continuation puts no piece boundary there, and none inside the node's tokens.
+    pub joined: bool,
     /// Every continuation does, and these are the tokens before it.
     pub head_tokens: Option<Vec<Rank>>,
 }
@@ -124,9 +137,9 @@ impl CutMemo {
         self.memo.clear();
     }
 
-    pub fn get(&mut self, lm: &ByteLm, head: &[u8], first: &[u8]) -> Result<&Cut> {
+    pub fn get(&mut self, lm: &ByteLm, head: &[u8], first: &[u8], ends: &[usize]) -> Result<&Cut> {
         if !self.memo.contains_key(first) {
-            let cut = lm.cut_at(head, first)?;
+            let cut = lm.cut_at(head, first, ends)?;
             self.memo.insert(first.to_vec(), cut);
         }
         Ok(&self.memo[first])

@@ -18,6 +18,8 @@ struct Check<'a> {
     window: &'a [u8],
     path: Vec<Rank>,
     end: usize,
+    /// Where the node's tokens end, relative to the window.
+    ends: Vec<usize>,
     cuts: CutMemo,
 }
 
@@ -28,25 +30,36 @@ impl<'a> Check<'a> {
             window,
             path: Vec::new(),
             end: 0,
+            ends: Vec::new(),
             cuts: CutMemo::default(),
         }
     }
 
-    fn enter(&mut self, path: &[Rank], end: usize) {
+    fn enter(&mut self, path: &[Rank], end: usize) -> Result<()> {
         self.path.clear();
         self.path.extend_from_slice(path);
         self.end = end;
+        self.ends.clear();
+        let mut at = 0;
+        for &id in path {
+            at += self.lm.token_bytes(id)?.len();
+            self.ends.push(at);
+        }
         self.cuts.clear();
+        Ok(())
     }
 
     fn valid(&mut self, id: Rank, bytes: &[u8]) -> Result<bool> {
         // The root's tokens start at the stable point, a boundary of every extension.
         if let (Some(&last), Some(first)) = (self.path.last(), first_char(bytes)) {
-            let cut = self.cuts.get(self.lm, &self.window[..self.end], first)?;
+            let cut = self
+                .cuts
+                .get(self.lm, &self.window[..self.end], first, &self.ends)?;
             if let Some(head) = &cut.head_tokens {
                 return Ok(*head == self.path && self.lm.is_valid(&[id])?);
             }
-            if !cut.possible && !self.lm.is_canonical_pair(last, id)? {
+            let (possible, joined) = (cut.possible, cut.joined);
+            if !possible && !(joined && self.lm.is_canonical_pair(last, id)?) {
                 return Ok(false);
             }
         }
@@ -110,7 +123,7 @@ impl ByteLm {
                 }
                 let row = &next_logp[i * n_cols..(i + 1) * n_cols];
                 let rest = &window[tree.ends[i]..];
-                check.enter(&tree.nodes[i], tree.ends[i]);
+                check.enter(&tree.nodes[i], tree.ends[i])?;
                 for j in self.vocab.prefix_range(rest) {
                     let id = self.vocab.id(j);
                     let Some(&lp) = row.get(id as usize) else {
@@ -177,7 +190,7 @@ impl ByteLm {
                 continue;
             }
             let row = &next_logp[i * n_cols..(i + 1) * n_cols];
-            check.enter(&tree.nodes[i], tree.ends[i]);
+            check.enter(&tree.nodes[i], tree.ends[i])?;
             for j in self.vocab.prefix_range(rest) {
                 let id = self.vocab.id(j);
                 let Some(&lp) = row.get(id as usize) else {
