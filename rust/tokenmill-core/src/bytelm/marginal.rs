@@ -59,7 +59,7 @@ impl<'a> Check<'a> {
                 return Ok(*head == self.path && self.lm.is_valid(&[id])?);
             }
             let (possible, joined) = (cut.possible, cut.joined);
-            if !possible && !(joined && self.lm.is_canonical_pair(last, id)?) {
+            if !(possible || joined && self.lm.is_canonical_pair(last, id)?) {
                 return Ok(false);
             }
         }
