@@ -20,7 +20,7 @@ import tokenizers  # noqa: E402
 
 import tokenmill  # noqa: E402
 from tokenmill import models  # noqa: E402
-from tokenmill.models import build as build_mod  # noqa: E402
+from tokenmill.models import trainer as build_mod  # noqa: E402
 
 torch.set_num_threads(1)
 

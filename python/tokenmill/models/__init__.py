@@ -9,7 +9,9 @@
 torch and transformers are imported only when a model is made or loaded.
 """
 
-from tokenmill.models.build import (
+from tokenmill.models.recipes import RECIPES, Recipe
+from tokenmill.models.tiny import ARCHITECTURES, hf_config, tiny_causal_lm, tiny_tokenizer
+from tokenmill.models.trainer import (
     ModelNotBuiltError,
     build,
     build_one,
@@ -21,8 +23,6 @@ from tokenmill.models.build import (
     model_dir,
     split_files,
 )
-from tokenmill.models.recipes import RECIPES, Recipe
-from tokenmill.models.tiny import ARCHITECTURES, hf_config, tiny_causal_lm, tiny_tokenizer
 
 __all__ = [
     "ARCHITECTURES",

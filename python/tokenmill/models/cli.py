@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from tokenmill.models.build import build, cache_dir, list_models
 from tokenmill.models.recipes import RECIPES
+from tokenmill.models.trainer import build, cache_dir, list_models
 
 
 def main(argv: list[str]) -> int:

@@ -2,7 +2,7 @@
 
 They take seconds to make and predict nothing useful: tests that need a model's *mechanics*
 (cache handling, masks, exactness against brute force) use these; anything that measures
-prediction quality or draft acceptance uses the trained models of `tokenmill.models.build`.
+prediction quality or draft acceptance uses the trained models (`tokenmill models build`).
 """
 
 from __future__ import annotations
