@@ -1,7 +1,148 @@
-//! Bindings of `tokenmill_core::bytelm`.
+//! Bindings of `tokenmill_core::bytelm`: the tokenizer side of byte-level inference. The model
+//! runs in Python (`tokenmill.bytelm`), which hands next-token log-probabilities back here.
 
+use std::sync::Arc;
+
+use numpy::{PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use tokenmill_core::bytelm::{ByteLm, Tree};
+use tokenmill_core::{Error, Rank};
 
-pub(crate) fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
-    Ok(())
+use crate::encoding::CoreBpe;
+use crate::run;
+
+#[pyclass(module = "tokenmill._core", frozen, name = "ByteLmCore")]
+pub struct ByteLmCore {
+    inner: Arc<ByteLm>,
+}
+
+/// The covering tree of one byte prefix.
+#[pyclass(module = "tokenmill._core", frozen, name = "CoveringTree")]
+pub struct CoveringTree {
+    inner: Tree,
+}
+
+#[pymethods]
+impl CoveringTree {
+    #[getter]
+    fn sigma(&self) -> usize {
+        self.inner.sigma
+    }
+    #[getter]
+    fn trunk(&self) -> Vec<Rank> {
+        self.inner.trunk.clone()
+    }
+    #[getter]
+    fn nodes(&self) -> Vec<Vec<Rank>> {
+        self.inner.nodes.clone()
+    }
+    #[getter]
+    fn parents(&self) -> Vec<i64> {
+        self.inner
+            .parents
+            .iter()
+            .map(|&p| if p == usize::MAX { -1 } else { p as i64 })
+            .collect()
+    }
+    #[getter]
+    fn ends(&self) -> Vec<usize> {
+        self.inner.ends.clone()
+    }
+    fn __len__(&self) -> usize {
+        self.inner.nodes.len()
+    }
+}
+
+#[pymethods]
+impl ByteLmCore {
+    #[new]
+    fn new(py: Python<'_>, encoding: &CoreBpe) -> PyResult<Self> {
+        let enc = encoding.inner.clone();
+        let inner = run(py, || ByteLm::new(enc))?;
+        Ok(ByteLmCore {
+            inner: Arc::new(inner),
+        })
+    }
+
+    #[getter]
+    fn max_token_len(&self) -> usize {
+        self.inner.vocab().max_len()
+    }
+
+    fn canonical(&self, py: Python<'_>, data: &[u8]) -> PyResult<Vec<Rank>> {
+        let lm = &self.inner;
+        run(py, || lm.canonical(data))
+    }
+
+    fn stable_point(&self, py: Python<'_>, data: &[u8]) -> PyResult<usize> {
+        let lm = &self.inner;
+        run(py, || lm.stable_point(data))
+    }
+
+    /// Is `path` a prefix of the canonical encoding of some byte string?
+    fn is_valid(&self, py: Python<'_>, path: Vec<Rank>) -> PyResult<bool> {
+        let lm = &self.inner;
+        run(py, || lm.is_valid(&path))
+    }
+
+    fn token_bytes<'py>(&self, py: Python<'py>, id: Rank) -> PyResult<Bound<'py, PyBytes>> {
+        let b = self.inner.token_bytes(id).map_err(crate::errors::to_py)?;
+        Ok(PyBytes::new(py, b))
+    }
+
+    fn tree(&self, py: Python<'_>, data: &[u8]) -> PyResult<CoveringTree> {
+        let lm = &self.inner;
+        let inner = run(py, || lm.tree(data))?;
+        Ok(CoveringTree { inner })
+    }
+
+    /// Returns (log masses of the 257 bins, log P(prefix)); see `Marginal` in the core.
+    #[pyo3(signature = (data, tree, node_logp, next_logp, eos))]
+    fn marginalize<'py>(
+        &self,
+        py: Python<'py>,
+        data: &[u8],
+        tree: &CoveringTree,
+        node_logp: PyReadonlyArray1<'py, f64>,
+        next_logp: PyReadonlyArray2<'py, f64>,
+        eos: Option<Rank>,
+    ) -> PyResult<(Bound<'py, PyArray1<f64>>, f64)> {
+        let node_logp = node_logp.as_slice()?;
+        let n_cols = next_logp.shape()[1];
+        let next = next_logp.as_slice().map_err(|_| {
+            crate::errors::to_py(Error::InvalidArgument(
+                "next_logp must be a C-contiguous float64 array".into(),
+            ))
+        })?;
+        let lm = &self.inner;
+        let tree = &tree.inner;
+        let m = run(py, || {
+            lm.marginalize(data, tree, node_logp, next, n_cols, eos)
+        })?;
+        Ok((PyArray1::from_vec(py, m.log_bins), m.log_prefix))
+    }
+
+    /// The valid covers of `data`: (node index, last token, log weight) triples.
+    #[pyo3(signature = (data, tree, node_logp, next_logp))]
+    fn covers<'py>(
+        &self,
+        py: Python<'py>,
+        data: &[u8],
+        tree: &CoveringTree,
+        node_logp: PyReadonlyArray1<'py, f64>,
+        next_logp: PyReadonlyArray2<'py, f64>,
+    ) -> PyResult<Vec<(usize, Rank, f64)>> {
+        let node_logp = node_logp.as_slice()?;
+        let n_cols = next_logp.shape()[1];
+        let next = next_logp.as_slice()?;
+        let lm = &self.inner;
+        let tree = &tree.inner;
+        run(py, || lm.covers(data, tree, node_logp, next, n_cols))
+    }
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<ByteLmCore>()?;
+    m.add_class::<CoveringTree>()
 }

@@ -1,0 +1,254 @@
+//! Canonical encodings of byte strings and the validity of token sequences.
+//!
+//! Byte semantics. A byte-level model can be asked about any byte string, including invalid
+//! UTF-8 (a prompt cut inside a character, or binary junk). The pre-tokenizer regexes work on
+//! text, so a byte that is not part of a valid UTF-8 sequence is pre-tokenized as if it were
+//! U+FFFD (a symbol: neither letter, number nor whitespace) and BPE then runs on the original
+//! bytes. On valid UTF-8 this is exactly `encode_ordinary`.
+//!
+//! Stable point. For the known patterns, every extension `x + e` of a text is pre-tokenized like
+//! `x` up to the start of the piece *before* the piece holding the last non-whitespace
+//! character of `x` (ignoring a trailing incomplete UTF-8 sequence). The piece holding that
+//! character can grow (letters continue) and the one before it can merge into a contraction
+//! (`'` + `ll`); trailing whitespace can be re-split by lookahead (`\s+(?!\S)`) or merged with
+//! a later newline (`\s*[\r\n]+`); nothing before reaches further forward, since each earlier
+//! piece is already closed by a non-whitespace character that no alternative can absorb.
+//! `tests::stable_point_holds_for_extensions` checks this rule against the pre-tokenizer on
+//! random texts and extensions.
+//!
+//! Validity. A token sequence `u` is valid when it is a prefix of the canonical encoding of
+//! some text. Tokens before the stable point of `bytes(u)` must be its canonical encoding; the
+//! rest is checked by trying extensions (probes): end of text; for each pre-tokenizer class a
+//! character that no merge touches, alone and after each kind of whitespace; the characters the
+//! patterns name literally (whitespace kinds, the apostrophe and contraction letters) and the
+//! contraction completions; and, when the text ends inside a UTF-8 character, completions of
+//! it. A witness needs at most that much: the lookahead of the patterns is one character (or a
+//! contraction, or what ends a whitespace run), and a neutral character closes or
+//! continues a piece without merging into the last token.
+
+use crate::error::Result;
+use crate::Rank;
+
+use super::ByteLm;
+
+/// Characters of each class that byte-level vocabularies trained on ordinary text never merge
+/// (supplementary planes, and 0xFF which is never part of UTF-8).
+const NEUTRAL: [&[u8]; 7] = [
+    "\u{20000}".as_bytes(), // letter (CJK extension B)
+    "\u{1D400}".as_bytes(), // upper-case letter (mathematical bold capital A), for o200k
+    "\u{1D41A}".as_bytes(), // lower-case letter (mathematical bold small a)
+    "\u{1D7CE}".as_bytes(), // decimal digit (mathematical bold zero)
+    "\u{1F600}".as_bytes(), // symbol
+    "\u{3000}".as_bytes(),  // whitespace (ideographic space)
+    b"\xff",                // a byte that is never valid UTF-8: pre-tokenized as a symbol
+];
+
+pub(super) fn probes() -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = vec![Vec::new()];
+    out.extend(NEUTRAL.iter().map(|n| n.to_vec()));
+    for ws in [&b" "[..], b"\n", b"\r", b"\t", b"\r\n", b" \n"] {
+        for n in NEUTRAL {
+            out.push([ws, n].concat());
+        }
+    }
+    for c in [
+        "re", "ve", "ll", "Re", "rE", "RE", "Ve", "vE", "VE", "Ll", "lL", "LL",
+    ] {
+        out.push(c.as_bytes().to_vec());
+    }
+    // Characters the patterns name literally; any other character acts like the neutral
+    // one of its class, which cannot merge into the last token and so is the better witness.
+    out.extend(b" \t\n\r\x0b\x0c'sStTmMdDlLvVrReE".iter().map(|&b| vec![b]));
+    out
+}
+
+/// Length of a trailing proper prefix of a multi-byte UTF-8 sequence (0 if none).
+pub(super) fn incomplete_tail(x: &[u8]) -> usize {
+    for back in 1..=3.min(x.len()) {
+        let i = x.len() - back;
+        if x[i] & 0xC0 != 0x80 {
+            // The last lead byte: incomplete iff decoding from it stops at the end of input.
+            return match std::str::from_utf8(&x[i..]) {
+                Err(e) if e.valid_up_to() == 0 && e.error_len().is_none() => back,
+                _ => 0,
+            };
+        }
+    }
+    0
+}
+
+fn utf8_len(lead: u8) -> usize {
+    match lead {
+        0xc0..=0xdf => 2,
+        0xe0..=0xef => 3,
+        _ => 4,
+    }
+}
+
+impl ByteLm {
+    /// Pre-tokenizer pieces of arbitrary bytes, as byte ranges (see the module notes).
+    pub fn pieces(&self, bytes: &[u8], out: &mut Vec<(usize, usize)>) -> Result<()> {
+        let pretok = self.enc.pretokenizer();
+        if let Ok(s) = std::str::from_utf8(bytes) {
+            return pretok.for_each_match(s, |a, b| out.push((a, b)));
+        }
+        let mut shadow = String::with_capacity(bytes.len() + 8);
+        let mut map: Vec<usize> = Vec::with_capacity(bytes.len() + 8);
+        let mut pos = 0;
+        for chunk in bytes.utf8_chunks() {
+            let valid = chunk.valid();
+            map.extend(pos..pos + valid.len());
+            shadow.push_str(valid);
+            pos += valid.len();
+            for _ in chunk.invalid() {
+                shadow.push('\u{FFFD}');
+                map.extend([pos; 3]);
+                pos += 1;
+            }
+        }
+        map.push(pos);
+        pretok.for_each_match(&shadow, |a, b| out.push((map[a], map[b])))
+    }
+
+    /// The canonical encoding of arbitrary bytes.
+    pub fn canonical(&self, bytes: &[u8]) -> Result<Vec<Rank>> {
+        let mut pieces = Vec::new();
+        self.pieces(bytes, &mut pieces)?;
+        let mut out = Vec::with_capacity(bytes.len() / 2 + 1);
+        for (a, b) in pieces {
+            self.enc.bpe().encode_piece(&bytes[a..b], &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// The tokens of `x[..sigma]` in every extension of `x`, for `sigma` its stable point: the
+    /// pieces of `x` before it, encoded (not `canonical(&x[..sigma])`, which would see the end
+    /// of text there: `\s++$` matches differently).
+    pub fn stable_head(&self, x: &[u8], sigma: usize) -> Result<Vec<Rank>> {
+        let mut pieces = Vec::new();
+        self.pieces(&x[..x.len() - incomplete_tail(x)], &mut pieces)?;
+        let mut out = Vec::new();
+        for (a, b) in pieces.into_iter().take_while(|&(_, b)| b <= sigma) {
+            self.enc.bpe().encode_piece(&x[a..b], &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// The stable point of `x`: every extension of `x` is encoded as [`ByteLm::stable_head`]
+    /// followed by an encoding of the rest on its own.
+    pub fn stable_point(&self, x: &[u8]) -> Result<usize> {
+        let head = &x[..x.len() - incomplete_tail(x)];
+        let mut last_non_ws = None;
+        let mut pos = 0;
+        for chunk in head.utf8_chunks() {
+            for (i, c) in chunk.valid().char_indices() {
+                if !c.is_whitespace() {
+                    last_non_ws = Some(pos + i);
+                }
+            }
+            pos += chunk.valid().len();
+            for _ in chunk.invalid() {
+                last_non_ws = Some(pos);
+                pos += 1;
+            }
+        }
+        let Some(at) = last_non_ws else {
+            return Ok(0);
+        };
+        let mut pieces = Vec::new();
+        self.pieces(head, &mut pieces)?;
+        let k = pieces
+            .iter()
+            .position(|&(a, b)| a <= at && at < b)
+            .unwrap_or(0);
+        Ok(pieces[k.saturating_sub(1)].0)
+    }
+
+    /// Is `path` a prefix of the canonical encoding of some byte string?
+    pub fn is_valid(&self, path: &[Rank]) -> Result<bool> {
+        if let Some(&v) = self.valid_cache.lock().unwrap().get(path) {
+            return Ok(v);
+        }
+        let v = self.is_valid_uncached(path)?;
+        let mut cache = self.valid_cache.lock().unwrap();
+        if cache.len() > 1 << 20 {
+            cache.clear();
+        }
+        cache.insert(path.to_vec(), v);
+        Ok(v)
+    }
+
+    fn is_valid_uncached(&self, path: &[Rank]) -> Result<bool> {
+        let y = self.path_bytes(path)?;
+        let whole = self.canonical(&y)?;
+        if whole == path {
+            return Ok(true);
+        }
+        let s = self.stable_point(&y)?;
+        let head = self.stable_head(&y, s)?;
+        if !path.starts_with(&head) {
+            return Ok(false);
+        }
+        let rest = &path[head.len()..];
+        let tail = &y[s..];
+        let mut buf = Vec::with_capacity(tail.len() + 8);
+        // Token ends inside the tail: a piece boundary anywhere else rules a probe out before
+        // any merging.
+        let mut ends = Vec::with_capacity(rest.len());
+        let mut at = 0;
+        for &id in rest {
+            at += self.token_bytes(id)?.len();
+            ends.push(at);
+        }
+        let mut pieces = Vec::new();
+        let mut out = Vec::new();
+        'probe: for e in &self.probes {
+            buf.clear();
+            buf.extend_from_slice(tail);
+            buf.extend_from_slice(e);
+            pieces.clear();
+            self.pieces(&buf, &mut pieces)?;
+            out.clear();
+            for &(a, b) in &pieces {
+                if a >= tail.len() {
+                    break;
+                }
+                if a > 0 && ends.binary_search(&a).is_err() {
+                    continue 'probe;
+                }
+                self.enc.bpe().encode_piece(&buf[a..b], &mut out)?;
+            }
+            if out.starts_with(rest) {
+                return Ok(true);
+            }
+        }
+        // A character cut at the end: what it becomes decides its class and the merges of its
+        // bytes. Every value of the next byte, then a spread of the remaining ones.
+        let missing = match incomplete_tail(tail) {
+            0 => return Ok(false),
+            k => utf8_len(tail[tail.len() - k]) - k,
+        };
+        const SPREAD: [u8; 5] = [0x80, 0x8f, 0x9f, 0xaf, 0xbf];
+        let mut completion = vec![0x80u8; missing];
+        let n_spread = SPREAD.len().pow(missing as u32 - 1);
+        for first in 0x80..=0xbfu8 {
+            completion[0] = first;
+            for mut k in 0..n_spread {
+                for slot in completion[1..].iter_mut() {
+                    *slot = SPREAD[k % SPREAD.len()];
+                    k /= SPREAD.len();
+                }
+                for e in self.probes.iter().take(1 + NEUTRAL.len()) {
+                    buf.clear();
+                    buf.extend_from_slice(tail);
+                    buf.extend_from_slice(&completion);
+                    buf.extend_from_slice(e);
+                    if self.canonical(&buf)?.starts_with(rest) {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        Ok(false)
+    }
+}

@@ -1,0 +1,147 @@
+//! A fast exact rejection for the marginalisation loop, where one node meets every token.
+//!
+//! Two adjacent tokens `a t` of a canonical encoding either straddle a pre-token boundary or
+//! lie in one piece; in one piece they are a *canonical pair*: the merge loop on their bytes
+//! alone gives `[a, t]` back (a contiguous run of a BPE encoding is the BPE encoding of its
+//! bytes, because the merges inside the run happen in the same order with or without the
+//! context, and none crosses its edges; the whole-piece lookup of `ignore_merges` tokenizers
+//! does not apply to a run of two or more tokens, so the test uses the merge loop alone). So
+//! when `a t` is not a canonical pair, the path is valid only if some extension puts a piece
+//! boundary between them. Whether the pre-tokenizer can cut there depends on the text before
+//! the cut and on what follows; for the known patterns the first character after the cut
+//! and a short continuation decide it (the lookahead is one character, a contraction, or a
+//! whitespace run and what ends it), so the answer is computed once per (node, first
+//! character of the token) with the pre-tokenizer alone, over the same continuations
+//! ([`super::canon`]'s probes) that witness validity.
+//!
+//! The same pass also finds where the cut is *certain*: every continuation cuts there, with
+//! the same pieces before. Then validity factorises: the node's tokens must be the encoding of
+//! those pieces (once per node and character), and the token must be valid at the start of a
+//! text (once per token, cached), since pre-tokenization after a cut does not look back.
+
+use rustc_hash::FxHashMap;
+
+use crate::error::Result;
+use crate::Rank;
+
+use super::ByteLm;
+
+impl ByteLm {
+    /// Does the merge loop on `bytes(a) + bytes(b)` give back `[a, b]`?
+    pub fn is_canonical_pair(&self, a: Rank, b: Rank) -> Result<bool> {
+        let key = ((a as u64) << 32) | b as u64;
+        if let Some(&v) = self.pair_cache.lock().unwrap().get(&key) {
+            return Ok(v);
+        }
+        let bytes = [self.token_bytes(a)?, self.token_bytes(b)?].concat();
+        let mut out = Vec::with_capacity(2);
+        self.enc.bpe().merge_without_lookup(&bytes, &mut out)?;
+        let v = out == [a, b];
+        let mut cache = self.pair_cache.lock().unwrap();
+        if cache.len() > 1 << 22 {
+            cache.clear();
+        }
+        cache.insert(key, v);
+        Ok(v)
+    }
+
+    /// How the pre-tokenizer treats the position after `head` (which starts at a stable
+    /// point) when `first` (one whole character) follows, over the probe continuations.
+    /// `ends`: where the node's tokens end inside `head` (a probe that puts a piece boundary
+    /// anywhere else in `head` cannot witness the node).
+    pub(super) fn cut_at(&self, head: &[u8], first: &[u8], ends: &[usize]) -> Result<Cut> {
+        let at = head.len();
+        let mut buf = Vec::with_capacity(at + first.len() + 8);
+        let mut pieces = Vec::new();
+        let mut before: Option<Vec<(usize, usize)>> = None;
+        let mut possible = false;
+        let mut joined = false;
+        let mut certain = true;
+        for e in &self.probes {
+            buf.clear();
+            buf.extend_from_slice(head);
+            buf.extend_from_slice(first);
+            buf.extend_from_slice(e);
+            pieces.clear();
+            self.pieces(&buf, &mut pieces)?;
+            let k = pieces.iter().position(|&(a, _)| a == at);
+            let fits = pieces
+                .iter()
+                .all(|&(a, _)| a == 0 || a >= at || ends.binary_search(&a).is_ok());
+            if fits {
+                possible |= k.is_some();
+                joined |= k.is_none();
+            }
+            match k {
+                Some(k) if certain => match &before {
+                    None => before = Some(pieces[..k].to_vec()),
+                    Some(b) => certain = b[..] == pieces[..k],
+                },
+                _ => certain = false,
+            }
+        }
+        // When the cut is always there with the same pieces before it, the tokens before it
+        // are those pieces' encodings, whatever follows.
+        let head_tokens = match (certain, before) {
+            (true, Some(pieces)) => {
+                let mut out = Vec::new();
+                for (a, b) in pieces {
+                    self.enc.bpe().encode_piece(&head[a..b], &mut out)?;
+                }
+                Some(out)
+            }
+            _ => None,
+        };
+        Ok(Cut {
+            possible,
+            joined,
+            head_tokens,
+        })
+    }
+}
+
+/// See [`ByteLm::cut_at`].
+#[derive(Debug, Clone)]
+pub(super) struct Cut {
+    /// Some continuation puts a piece boundary there, and none elsewhere inside the node's
+    /// tokens.
+    pub possible: bool,
+    /// Some continuation puts no piece boundary there, and none inside the node's tokens.
+    pub joined: bool,
+    /// Every continuation does, and these are the tokens before it.
+    pub head_tokens: Option<Vec<Rank>>,
+}
+
+/// The first character of `bytes` if it is complete (else `None`: no shortcut).
+pub(super) fn first_char(bytes: &[u8]) -> Option<&[u8]> {
+    let n = match bytes.first()? {
+        0x00..=0x7f => 1,
+        0xc0..=0xdf => 2,
+        0xe0..=0xef => 3,
+        0xf0..=0xf7 => 4,
+        _ => return None,
+    };
+    let c = bytes.get(..n)?;
+    std::str::from_utf8(c).ok()?;
+    Some(c)
+}
+
+/// Per-node memo of [`ByteLm::cut_at`], keyed by the first character.
+#[derive(Default)]
+pub(super) struct CutMemo {
+    memo: FxHashMap<Vec<u8>, Cut>,
+}
+
+impl CutMemo {
+    pub fn clear(&mut self) {
+        self.memo.clear();
+    }
+
+    pub fn get(&mut self, lm: &ByteLm, head: &[u8], first: &[u8], ends: &[usize]) -> Result<&Cut> {
+        if !self.memo.contains_key(first) {
+            let cut = lm.cut_at(head, first, ends)?;
+            self.memo.insert(first.to_vec(), cut);
+        }
+        Ok(&self.memo[first])
+    }
+}

@@ -1,0 +1,206 @@
+//! Folding next-token distributions at the tree's nodes into 257 next-byte bins.
+//!
+//! For a node with path `n` ending at byte `p` of `x`, every token `t` whose bytes start with
+//! `x[p..]` and go further gives a cover of `x` extended by the byte of `t` at `|x| - p`; those
+//! tokens are one range of the sorted vocabulary. A token ending exactly at `|x|` is a node of
+//! its own (its children carry the next byte). End of text has exactly one route: the
+//! canonical encoding of `x` followed by the end-of-text token.
+
+use crate::error::{Error, Result};
+use crate::Rank;
+
+use super::fast::{first_char, CutMemo};
+use super::{ByteLm, Tree};
+
+/// Validity of (node path + one token), with the shortcuts of [`super::fast`].
+struct Check<'a> {
+    lm: &'a ByteLm,
+    window: &'a [u8],
+    path: Vec<Rank>,
+    end: usize,
+    /// Where the node's tokens end, relative to the window.
+    ends: Vec<usize>,
+    cuts: CutMemo,
+}
+
+impl<'a> Check<'a> {
+    fn new(lm: &'a ByteLm, window: &'a [u8]) -> Self {
+        Check {
+            lm,
+            window,
+            path: Vec::new(),
+            end: 0,
+            ends: Vec::new(),
+            cuts: CutMemo::default(),
+        }
+    }
+
+    fn enter(&mut self, path: &[Rank], end: usize) -> Result<()> {
+        self.path.clear();
+        self.path.extend_from_slice(path);
+        self.end = end;
+        self.ends.clear();
+        let mut at = 0;
+        for &id in path {
+            at += self.lm.token_bytes(id)?.len();
+            self.ends.push(at);
+        }
+        self.cuts.clear();
+        Ok(())
+    }
+
+    fn valid(&mut self, id: Rank, bytes: &[u8]) -> Result<bool> {
+        // The root's tokens start at the stable point, a boundary of every extension.
+        if let (Some(&last), Some(first)) = (self.path.last(), first_char(bytes)) {
+            let cut = self
+                .cuts
+                .get(self.lm, &self.window[..self.end], first, &self.ends)?;
+            if let Some(head) = &cut.head_tokens {
+                return Ok(*head == self.path && self.lm.is_valid(&[id])?);
+            }
+            let (possible, joined) = (cut.possible, cut.joined);
+            if !(possible || joined && self.lm.is_canonical_pair(last, id)?) {
+                return Ok(false);
+            }
+        }
+        self.path.push(id);
+        let v = self.lm.is_valid(&self.path);
+        self.path.pop();
+        v
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Marginal {
+    /// Natural-log masses P(x b) for b in 0..256, then P(x, end of text) at 256 (not normalized:
+    /// their sum is P(x) minus what leaked to non-canonical token sequences).
+    pub log_bins: Vec<f64>,
+    /// log P(x): the total of the valid covers of `x` (0 for the empty prefix).
+    pub log_prefix: f64,
+}
+
+impl ByteLm {
+    /// `node_logp[i]`: log-probability of the whole path of node `i` (trunk included);
+    /// `next_logp[i * n_cols + t]`: log P(token t | node i). `eos`: the end-of-text token.
+    pub fn marginalize(
+        &self,
+        x: &[u8],
+        tree: &Tree,
+        node_logp: &[f64],
+        next_logp: &[f64],
+        n_cols: usize,
+        eos: Option<Rank>,
+    ) -> Result<Marginal> {
+        let n = tree.nodes.len();
+        if node_logp.len() != n || next_logp.len() != n * n_cols {
+            return Err(Error::InvalidArgument(format!(
+                "marginalize: {n} nodes need {n} path log-probabilities and a {n} x {n_cols} \
+                 array of next-token log-probabilities"
+            )));
+        }
+        if let Some(e) = eos {
+            if e as usize >= n_cols {
+                return Err(Error::InvalidArgument(format!(
+                    "end-of-text id {e} is outside the model's {n_cols} logits"
+                )));
+            }
+        }
+        let window = &x[tree.sigma..];
+        let canonical_window = self.canonical(window)?;
+        let shift = node_logp
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite())
+            .fold(f64::NEG_INFINITY, f64::max);
+        let mut bins = vec![0.0f64; 257];
+        let mut total = 0.0f64;
+        if shift.is_finite() {
+            let mut check = Check::new(self, window);
+            for i in 0..n {
+                let base = node_logp[i] - shift;
+                if !base.is_finite() {
+                    continue;
+                }
+                let row = &next_logp[i * n_cols..(i + 1) * n_cols];
+                let rest = &window[tree.ends[i]..];
+                check.enter(&tree.nodes[i], tree.ends[i])?;
+                for j in self.vocab.prefix_range(rest) {
+                    let id = self.vocab.id(j);
+                    let Some(&lp) = row.get(id as usize) else {
+                        continue;
+                    };
+                    if lp == f64::NEG_INFINITY || !check.valid(id, self.vocab.bytes(j))? {
+                        continue;
+                    }
+                    let bytes = self.vocab.bytes(j);
+                    let w = (base + lp).exp();
+                    if bytes.len() == rest.len() {
+                        // Ends exactly at |x|: a cover of x, and a node of its own whose
+                        // children carry the next byte.
+                        total += w;
+                        continue;
+                    }
+                    bins[bytes[rest.len()] as usize] += w;
+                    if !rest.is_empty() {
+                        total += w;
+                    }
+                }
+                if let Some(e) = eos {
+                    if tree.nodes[i] == canonical_window {
+                        bins[256] += (base + row[e as usize]).exp();
+                    }
+                }
+            }
+        }
+        let log_bins = bins.iter().map(|&b| b.ln() + shift).collect();
+        let log_prefix = if x.is_empty() {
+            0.0
+        } else {
+            total.ln() + shift
+        };
+        Ok(Marginal {
+            log_bins,
+            log_prefix,
+        })
+    }
+
+    /// The valid covers of `x` (empty for the empty prefix) as (node index, last token,
+    /// log-probability of node path + token): what prompt-boundary completion samples from.
+    pub fn covers(
+        &self,
+        x: &[u8],
+        tree: &Tree,
+        node_logp: &[f64],
+        next_logp: &[f64],
+        n_cols: usize,
+    ) -> Result<Vec<(usize, Rank, f64)>> {
+        let n = tree.nodes.len();
+        if node_logp.len() != n || next_logp.len() != n * n_cols {
+            return Err(Error::InvalidArgument(format!(
+                "covers: {n} nodes need {n} path log-probabilities and a {n} x {n_cols} \
+                 array of next-token log-probabilities"
+            )));
+        }
+        let window = &x[tree.sigma..];
+        let mut out = Vec::new();
+        let mut check = Check::new(self, window);
+        for i in 0..n {
+            let rest = &window[tree.ends[i]..];
+            if rest.is_empty() || !node_logp[i].is_finite() {
+                continue;
+            }
+            let row = &next_logp[i * n_cols..(i + 1) * n_cols];
+            check.enter(&tree.nodes[i], tree.ends[i])?;
+            for j in self.vocab.prefix_range(rest) {
+                let id = self.vocab.id(j);
+                let Some(&lp) = row.get(id as usize) else {
+                    continue;
+                };
+                if lp != f64::NEG_INFINITY && check.valid(id, self.vocab.bytes(j))? {
+                    out.push((i, id, node_logp[i] + lp));
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,187 @@
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::*;
+use crate::pretokenize::{GPT2_PATTERN, LLAMA3_PATTERN};
+
+/// A small vocabulary: all bytes plus merges that make the interesting cases happen (tokens
+/// across what would be piece boundaries, contractions, whitespace runs).
+fn toy(pattern: &str) -> ByteLm {
+    let mut ranks: Vec<(Vec<u8>, Rank)> = (0..=255u8).map(|b| (vec![b], b as Rank)).collect();
+    for t in [
+        "ab", " a", "  ", "ba", "aa", "'s", "'l", "ll", "'ll", " b", "\n ", " \n", "..", ".a",
+        "12", "123", "abc", "bc", "a ", "\n\n", "s ", "e",
+    ] {
+        if !ranks.iter().any(|(b, _)| b == t.as_bytes()) {
+            let r = ranks.len() as Rank;
+            ranks.push((t.as_bytes().to_vec(), r));
+        }
+    }
+    ByteLm::new(Encoding::new(pattern, ranks, vec![]).unwrap()).unwrap()
+}
+
+const ALPHABET: [&str; 14] = [
+    "a",
+    "b",
+    "c",
+    "s",
+    "l",
+    "'",
+    " ",
+    "\n",
+    ".",
+    "1",
+    "2",
+    "é",
+    "\u{3000}",
+    "\u{20000}",
+];
+
+fn random_text(rng: &mut StdRng, max_chars: usize) -> Vec<u8> {
+    let n = rng.random_range(0..=max_chars);
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.extend_from_slice(ALPHABET[rng.random_range(0..ALPHABET.len())].as_bytes());
+    }
+    if rng.random_bool(0.1) {
+        out.push(0xc3); // an incomplete character at the end
+    }
+    out
+}
+
+#[test]
+fn canonical_matches_encode_ordinary_on_text() {
+    for pattern in [GPT2_PATTERN, LLAMA3_PATTERN] {
+        let lm = toy(pattern);
+        let mut rng = StdRng::seed_from_u64(1);
+        for _ in 0..2000 {
+            let x = random_text(&mut rng, 12);
+            if let Ok(s) = std::str::from_utf8(&x) {
+                assert_eq!(
+                    lm.canonical(&x).unwrap(),
+                    lm.enc.encode_ordinary(s).unwrap()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn stable_point_holds_for_extensions() {
+    for pattern in KNOWN_PATTERNS {
+        let lm = toy(pattern);
+        let mut rng = StdRng::seed_from_u64(2);
+        for _ in 0..20_000 {
+            let x = random_text(&mut rng, 10);
+            let e = random_text(&mut rng, 6);
+            let sigma = lm.stable_point(&x).unwrap();
+            let head = lm.stable_head(&x, sigma).unwrap();
+            let full = [&x[..], &e[..]].concat();
+            let mut pieces = Vec::new();
+            lm.pieces(&full, &mut pieces).unwrap();
+            assert!(
+                sigma == 0 || pieces.iter().any(|&(a, _)| a == sigma),
+                "{pattern}: no boundary at {sigma} in {:?} + {:?}",
+                String::from_utf8_lossy(&x),
+                String::from_utf8_lossy(&e)
+            );
+            assert!(
+                lm.canonical(&full).unwrap().starts_with(&head),
+                "{pattern}: {:?} + {:?} at {sigma}",
+                String::from_utf8_lossy(&x),
+                String::from_utf8_lossy(&e)
+            );
+        }
+    }
+}
+
+#[test]
+fn prefixes_of_canonical_encodings_are_valid() {
+    for pattern in [GPT2_PATTERN, LLAMA3_PATTERN] {
+        let lm = toy(pattern);
+        let mut rng = StdRng::seed_from_u64(3);
+        for _ in 0..500 {
+            let x = random_text(&mut rng, 10);
+            let c = lm.canonical(&x).unwrap();
+            for k in 0..=c.len() {
+                assert!(
+                    lm.is_valid(&c[..k]).unwrap(),
+                    "{:?} {k}",
+                    String::from_utf8_lossy(&x)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn tree_contains_every_cover_from_extensions() {
+    // Every cover of x found by encoding an extension of x must be in the tree.
+    for pattern in [GPT2_PATTERN, LLAMA3_PATTERN] {
+        let lm = toy(pattern);
+        let mut rng = StdRng::seed_from_u64(4);
+        for _ in 0..300 {
+            let x = random_text(&mut rng, 8);
+            let tree = lm.tree(&x).unwrap();
+            for _ in 0..30 {
+                let e = random_text(&mut rng, 4);
+                let full = [&x[..], &e[..]].concat();
+                let c = lm.canonical(&full).unwrap();
+                assert!(c.starts_with(&tree.trunk));
+                // The longest prefix of c inside x, minus nothing: a node unless it ends too early.
+                let mut len = 0;
+                let mut k = tree.trunk.len();
+                while k < c.len() {
+                    let l = lm.token_bytes(c[k]).unwrap().len();
+                    if tree.sigma + len + l > x.len() {
+                        break;
+                    }
+                    len += l;
+                    k += 1;
+                }
+                let local = c[tree.trunk.len()..k].to_vec();
+                if x.len() - tree.sigma - len < lm.vocab.max_len() {
+                    assert!(tree.nodes.contains(&local), "missing node {local:?}");
+                    assert!(lm
+                        .is_valid(&c[tree.trunk.len()..(k + 1).min(c.len())])
+                        .unwrap());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn marginal_sums_to_prefix_mass_for_uniform_model() {
+    // With a model that puts no mass on anything (all -inf), bins are empty; with uniform
+    // log-probabilities the EOS bin is nonzero only at the canonical node.
+    let lm = toy(GPT2_PATTERN);
+    let x = b"ab a";
+    let tree = lm.tree(x).unwrap();
+    let n_cols = lm.enc.bpe().n_slots() + 1;
+    let n = tree.nodes.len();
+    let lp = -(n_cols as f64).ln();
+    let node_logp = vec![0.0; n];
+    let next = vec![lp; n * n_cols];
+    let m = lm
+        .marginalize(
+            x,
+            &tree,
+            &node_logp,
+            &next,
+            n_cols,
+            Some((n_cols - 1) as Rank),
+        )
+        .unwrap();
+    assert!(m.log_bins[256].is_finite());
+    assert!(m.log_bins.iter().take(256).any(|v| v.is_finite()));
+    let bad = lm.marginalize(x, &tree, &node_logp, &next[1..], n_cols, None);
+    assert!(bad.is_err());
+}
+
+#[test]
+fn unknown_patterns_are_refused() {
+    let ranks: Vec<(Vec<u8>, Rank)> = (0..=255u8).map(|b| (vec![b], b as Rank)).collect();
+    let e = ByteLm::new(Encoding::new(r"\w+|\W", ranks, vec![]).unwrap()).unwrap_err();
+    assert!(matches!(e, Error::Unsupported(_)));
+}

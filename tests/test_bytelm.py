@@ -1,0 +1,401 @@
+"""Exactness of tokenmill.bytelm against brute-force enumeration of tokenizations.
+
+The reference enumerates every token sequence covering a byte string, keeps those that are a
+prefix of the tokenizer's own encoding of some extension (tried over all extensions of up to two
+characters from the toy alphabet), and sums the model's probabilities of what is left. Nothing
+here shares code with the Rust covering tree or the tree-masked forward.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+
+import tokenmill
+from tokenmill.bytelm import EOS, ByteEnsemble, ByteLM
+
+torch = pytest.importorskip("torch")
+torch.set_num_threads(1)
+
+TOY_TEXT = (
+    "ab ab  abab's a.b ab'll 12 123\n\n  ab.. ba ab\n ab ab's b'a  a\n\n\n"
+    "ba ab. ab, 1234 ab'll ab'sab a  b\n  \n ab abb aab"
+) * 3
+# The toy text's characters, plus one neutral character per pre-tokenizer class (no merge
+# touches them): a letter, a digit, whitespace and a symbol.
+ALPHABET = [*sorted(set(TOY_TEXT)), "\U00020000", "\U0001d7ce", "\u3000", "\U0001f600"]
+N_MERGES = 40
+
+
+@functools.lru_cache(maxsize=4)
+def toy_tokenizer(pattern: str) -> tokenmill.Tokenizer:
+    enc = tokenmill.train_bpe(
+        [TOY_TEXT],
+        256 + N_MERGES + 1,
+        pattern=pattern,
+        special_tokens=["<|endoftext|>"],
+        show_progress=False,
+    )
+    return enc.to_tokenizer()
+
+
+class NGram:
+    """A random bigram table over tokens: log P(next | context) depends on the last token."""
+
+    def __init__(self, vocab_size: int, seed: int, mask: Any = None) -> None:
+        rng = np.random.default_rng(seed)
+        table = rng.normal(0.0, 2.5, size=(vocab_size, vocab_size))
+        self.table = table - np.logaddexp.reduce(table, axis=1, keepdims=True)
+        self.vocab_size = vocab_size
+        self.mask = mask
+
+    def logprobs(self, context: Sequence[int]) -> np.ndarray:
+        row = self.table[context[-1]].copy()
+        if self.mask is not None:
+            row = self.mask(context, row)
+        return row
+
+
+class FullForward:
+    """A Hugging Face model run without cache on the whole context: the reference for the
+    tree-masked, cached forward of ByteLM."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.vocab_size = model.config.vocab_size
+
+    @functools.lru_cache(maxsize=100_000)  # noqa: B019 (test helper, lives for the test)
+    def _row(self, context: tuple[int, ...]) -> np.ndarray:
+        with torch.no_grad():
+            logits = self.model(torch.tensor([context])).logits[0, -1]
+        return torch.log_softmax(logits.to(torch.float64), -1).numpy()
+
+    def logprobs(self, context: Sequence[int]) -> np.ndarray:
+        return self._row(tuple(context))
+
+
+class BruteForce:
+    """P(x b) by enumerating all tokenizations, canonical ones only."""
+
+    def __init__(self, tok: tokenmill.Tokenizer, model: Any, bos: int, eos: int) -> None:
+        self.enc = tok.to_encoding()
+        self.model = model
+        self.bos = bos
+        self.eos = eos
+        self.vocab = {i: b for b, i in self.enc._mergeable_ranks.items()}
+        self.extensions = [
+            "".join(e) for n in range(3) for e in itertools.product(ALPHABET, repeat=n)
+        ]
+
+    def covers(self, x: bytes) -> list[tuple[int, ...]]:
+        out: list[tuple[int, ...]] = []
+
+        def rec(pos: int, path: tuple[int, ...]) -> None:
+            for tid, tb in self.vocab.items():
+                if pos + len(tb) < len(x):
+                    if x.startswith(tb, pos):
+                        rec(pos + len(tb), (*path, tid))
+                elif tb.startswith(x[pos:]):
+                    out.append((*path, tid))
+
+        if x:
+            rec(0, ())
+        return out
+
+    @functools.cache  # noqa: B019
+    def valid(self, t: tuple[int, ...]) -> bool:
+        y = b"".join(self.vocab[i] for i in t).decode()
+        return any(tuple(self.enc.encode_ordinary(y + e)[: len(t)]) == t for e in self.extensions)
+
+    def logp(self, t: Sequence[int]) -> float:
+        ctx = [self.bos]
+        total = 0.0
+        for i in t:
+            total += float(self.model.logprobs(ctx)[i])
+            ctx.append(i)
+        return total
+
+    def mass(self, x: bytes) -> float:
+        return sum(math.exp(self.logp(t)) for t in self.covers(x) if self.valid(t))
+
+    def eos_mass(self, x: bytes) -> float:
+        t = self.enc.encode_ordinary(x.decode())
+        return math.exp(self.logp(t) + float(self.model.logprobs([self.bos, *t])[self.eos]))
+
+
+PATTERNS = ["gpt2-hf", "llama3"]
+STRINGS = ["ab a", "ab's", "a  ", "a.", "12", "ab\n ", " \n", "b'l", "ab..", "1234", "'"]
+PROBE_BYTES = sorted({ord(c) for c in TOY_TEXT} | {ord("q"), ord("{")})
+
+
+def check_against_brute_force(lm: ByteLM, ref: BruteForce, x: bytes) -> None:
+    bins, log_px = lm.masses(x)
+    if x:
+        assert math.exp(log_px) == pytest.approx(ref.mass(x), rel=1e-9, abs=1e-300)
+    for b in PROBE_BYTES:
+        want = ref.mass(x + bytes([b]))
+        assert math.exp(bins[b]) == pytest.approx(want, rel=1e-9, abs=1e-300), (x, chr(b))
+    assert math.exp(bins[EOS]) == pytest.approx(ref.eos_mass(x), rel=1e-9)
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_ngram_matches_brute_force(pattern: str) -> None:
+    tok = toy_tokenizer(pattern)
+    eos = tok.token_to_id("<|endoftext|>")
+    assert eos is not None
+    model = NGram(tok.get_vocab_size(), seed=1)
+    lm = ByteLM(model, tok, bos_token_id=eos, eos_token_id=eos)
+    ref = BruteForce(tok, model, eos, eos)
+    for s in ["", *STRINGS]:
+        x = s.encode()
+        for k in range(len(x) + 1):
+            check_against_brute_force(lm, ref, x[:k])
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_tiny_transformer_matches_brute_force(pattern: str) -> None:
+    from tokenmill.models import tiny_causal_lm
+
+    tok = toy_tokenizer(pattern)
+    eos = tok.token_to_id("<|endoftext|>")
+    assert eos is not None
+    model = tiny_causal_lm(tok.get_vocab_size(), "llama", dtype=torch.float64, eos_token_id=eos)
+    lm = ByteLM(model, tok, bos_token_id=eos)
+    ref = BruteForce(tok, FullForward(model), eos, eos)
+    for s in ["ab a", "a  ", "ab's"]:
+        x = s.encode()
+        for k in range(len(x) + 1):
+            check_against_brute_force(lm, ref, x[:k])
+
+
+# --------------------------------------------------------------------------- real tokenizers
+
+CODE = b"def f(self, x):\n    return self.x  # \xc3\xa9t\xc3\xa9\n\n\nclass A:\n\tpass\n"
+
+
+@functools.lru_cache(maxsize=4)
+def small_setup(pattern: str, arch: str = "llama") -> tuple[tokenmill.Tokenizer, Any, int]:
+    from tokenmill.models import tiny_causal_lm, tiny_tokenizer
+
+    tok = tiny_tokenizer(512, pattern)
+    eos = tok.token_to_id("<|endoftext|>")
+    assert eos is not None
+    model = tiny_causal_lm(tok.get_vocab_size(), arch, dtype=torch.float64, eos_token_id=eos)
+    return tok, model, eos
+
+
+@pytest.mark.parametrize(("pattern", "arch"), [("gpt2-hf", "llama"), ("llama3", "gpt2")])
+def test_distributions_sum_to_one_and_cached_forward_is_exact(pattern: str, arch: str) -> None:
+    # The tree-masked forward with a kept, cropped cache against full forwards without cache.
+    tok, model, eos = small_setup(pattern, arch)
+    lm = ByteLM(model, tok)
+    ref = ByteLM(FullForward(model), tok, bos_token_id=eos, eos_token_id=eos)
+    x = CODE[:40]
+    for k in range(len(x) + 1):
+        got = lm.next_byte_logprobs(x[:k])
+        assert np.exp(got).sum() == pytest.approx(1.0, abs=1e-12)
+        np.testing.assert_allclose(got, ref.next_byte_logprobs(x[:k]), rtol=1e-9, atol=1e-9)
+        assert 0.0 <= lm.last_leaked < 1.0
+    assert lm.forwards <= len(x) + 1  # at most one forward per byte
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_chain_rule_is_the_same_for_every_split(pattern: str) -> None:
+    tok, model, _ = small_setup(pattern, "gpt2")
+    x = CODE[:24]
+    whole = ByteLM(model, tok).logprob(x, eos=True)
+    for k in [0, 3, 7, 12, 13, 24]:
+        lm = ByteLM(model, tok)  # fresh cache for every split
+        split = lm.logprob(x[:k]) + lm.logprob(x[k:], prefix=x[:k], eos=True)
+        assert split == pytest.approx(whole, rel=1e-10)
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_masked_model_gives_canonical_token_probability(pattern: str) -> None:
+    # A model that puts no mass on non-canonical continuations: the byte-level probability of
+    # a text followed by end of text is the token probability of its canonical encoding.
+    tok = toy_tokenizer(pattern)
+    eos = tok.token_to_id("<|endoftext|>")
+    assert eos is not None
+    n_vocab = tok.get_vocab_size()
+    holder: dict[str, ByteLM] = {}
+
+    def mask(context: Sequence[int], row: np.ndarray) -> np.ndarray:
+        core = holder["lm"].core
+        path = list(context[1:])
+        out = np.full_like(row, -np.inf)
+        for t in range(n_vocab):
+            if t == eos:
+                if core.canonical(b"".join(core.token_bytes(i) for i in path)) == path:
+                    out[t] = row[t]
+            elif core.is_valid([*path, t]):
+                out[t] = row[t]
+        return out - np.logaddexp.reduce(out)
+
+    model = NGram(n_vocab, seed=3, mask=mask)
+    holder["lm"] = lm = ByteLM(model, tok, bos_token_id=eos, eos_token_id=eos)
+    for s in ["ab a", "a  b", "ab's 12", "ab..\n"]:
+        x = s.encode()
+        got = lm.logprob(x, eos=True)
+        assert lm.last_leaked == pytest.approx(0.0, abs=1e-12)
+        t = tok.to_encoding().encode_ordinary(s)
+        ctx = [eos]
+        want = 0.0
+        for i in [*t, eos]:
+            want += float(model.logprobs(ctx)[i])
+            ctx.append(i)
+        assert got == pytest.approx(want, rel=1e-10)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_refuses_tokenizers_it_cannot_handle_exactly() -> None:
+    ranks = {bytes([b]): b for b in range(256)}
+    enc = tokenmill.Encoding("odd", pat_str=r"\w+|\W", mergeable_ranks=ranks, special_tokens={})
+    with pytest.raises(tokenmill.UnsupportedFeatureError, match="pre-tokenizer pattern"):
+        ByteLM(NGram(256, 0), enc, bos_token_id=0)
+    partial = {bytes([b]): b for b in range(255)}
+    enc = tokenmill.Encoding(
+        "partial", pat_str=tokenmill.PATTERNS["gpt2-hf"], mergeable_ranks=partial, special_tokens={}
+    )
+    with pytest.raises(tokenmill.UnsupportedFeatureError, match="0xff"):
+        ByteLM(NGram(256, 0), enc, bos_token_id=0)
+
+
+def test_refuses_pipelines_without_exact_encoding() -> None:
+    import json
+
+    data = json.loads(toy_tokenizer("gpt2-hf").to_str())
+    data["pre_tokenizer"] = {"type": "ByteLevel", "add_prefix_space": True, "use_regex": True}
+    tok = tokenmill.Tokenizer.from_str(json.dumps(data))
+    with pytest.raises(tokenmill.UnsupportedFeatureError, match="plain byte-level BPE"):
+        ByteLM(NGram(300, 0), tok, bos_token_id=0)
+
+
+def test_needs_a_start_token() -> None:
+    with pytest.raises(ValueError, match="start-of-text"):
+        ByteLM(NGram(300, 0), toy_tokenizer("gpt2-hf"))
+
+
+def test_invalid_utf8_and_empty_prompts() -> None:
+    tok, model, _ = small_setup("gpt2-hf")
+    lm = ByteLM(model, tok)
+    for prompt in [b"", b"\xff\xfe", b"caf\xc3", b"x\x80y"]:
+        lp = lm.next_byte_logprobs(prompt)
+        assert np.isfinite(lp).any()
+        assert np.exp(lp).sum() == pytest.approx(1.0, abs=1e-12)
+    # A cut inside a two-byte character: the continuation bytes get almost all the mass
+    # only if the model likes them, but every byte stays possible under byte semantics.
+    assert lm.logprob(b"\xc3\xa9", prefix=b"caf") < 0
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def test_generate_is_seeded_greedy_is_argmax_and_utf8_stays_whole() -> None:
+    tok, model, _ = small_setup("llama3")
+    lm = ByteLM(model, tok)
+    a = lm.generate(b"def ", 12, seed=5)
+    assert a == lm.generate(b"def ", 12, seed=5)
+    greedy = lm.generate(b"x = ", 6, temperature=0)
+    prefix = b"x = "
+    out = b""
+    for _ in range(6):
+        b = int(np.argmax(lm.next_byte_logprobs(prefix + out)))
+        if b == EOS:
+            break
+        out += bytes([b])
+    if _valid(out):  # else generate completes the cut character past max_bytes
+        assert greedy == out.decode()
+    for seed in range(3):
+        text = lm.generate(b"", 5, seed=seed, temperature=1.5, top_p=0.9)
+        text.encode("utf-8")  # a str, never a cut character
+    stopped = lm.generate(b"def ", 40, seed=1, stop=["e"])
+    assert "e" not in stopped
+
+
+def _valid(b: bytes) -> bool:
+    try:
+        b.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def test_complete_hands_the_cache_over_like_transformers_generate() -> None:
+    tok, model, eos = small_setup("gpt2-hf")
+    lm = ByteLM(model, tok)
+    prompt = b"    return sel"
+    c = lm.complete(prompt, 8, temperature=0)
+    trunk = lm.core.tree(prompt).trunk
+    cover_len = _cover_length(lm, prompt, c.tokens)
+    ids = torch.tensor([[eos, *trunk, *c.tokens[:cover_len]]])
+    with torch.no_grad():
+        ref = model.generate(
+            ids, max_new_tokens=len(c.tokens) - cover_len, do_sample=False, eos_token_id=None
+        )
+    assert ref[0, ids.shape[1] :].tolist() == c.tokens[cover_len:]
+    # Plain generation of n tokens costs n forwards (prefill, then one per token but the last);
+    # prompt-boundary mode one more (the covering tree, then the chosen cover as a chain).
+    assert c.forwards == len(c.tokens) - cover_len + 1
+    assert len(c.text) > 0
+
+
+def _cover_length(lm: ByteLM, prompt: bytes, tokens: Sequence[int]) -> int:
+    tree = lm.core.tree(prompt)
+    n = 0
+    covered = 0
+    while covered < len(prompt) - tree.sigma:
+        covered += len(lm.core.token_bytes(tokens[n]))
+        n += 1
+    return n
+
+
+def test_ensemble_mixture_and_product() -> None:
+    tok_a, model_a, _ = small_setup("gpt2-hf")
+    tok_b, model_b, _ = small_setup("llama3", "gpt2")
+    a, b = ByteLM(model_a, tok_a), ByteLM(model_b, tok_b)
+    x = b"for i in ra"
+    pa, pb = np.exp(a.next_byte_logprobs(x)), np.exp(b.next_byte_logprobs(x))
+    mix = ByteEnsemble([a, b], "mixture", [0.25, 0.75])
+    np.testing.assert_allclose(np.exp(mix.next_byte_logprobs(x)), 0.25 * pa + 0.75 * pb)
+    prod = ByteEnsemble([a, b], "product")
+    want = np.sqrt(pa * pb)
+    np.testing.assert_allclose(np.exp(prod.next_byte_logprobs(x)), want / want.sum())
+    same = ByteEnsemble([a, a], "mixture")
+    np.testing.assert_allclose(same.next_byte_logprobs(x), a.next_byte_logprobs(x))
+    assert isinstance(mix.generate(x, 4, seed=0), str)
+    with pytest.raises(ValueError):
+        ByteEnsemble([a, b], "median")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_random_strings_match_brute_force(pattern: str) -> None:
+    import random
+
+    rng = random.Random(pattern)
+    chars = sorted(set(TOY_TEXT))
+    tok = toy_tokenizer(pattern)
+    eos = tok.token_to_id("<|endoftext|>")
+    assert eos is not None
+    model = NGram(tok.get_vocab_size(), seed=7)
+    lm = ByteLM(model, tok, bos_token_id=eos, eos_token_id=eos)
+    ref = BruteForce(tok, model, eos, eos)
+    for _ in range(100):
+        x = "".join(rng.choice(chars) for _ in range(rng.randint(1, 7))).encode()
+        check_against_brute_force(lm, ref, x)
+
+
+def test_importing_bytelm_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, tokenmill.bytelm; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
