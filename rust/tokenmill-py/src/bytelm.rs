@@ -108,13 +108,7 @@ impl ByteLmCore {
         next_logp: PyReadonlyArray2<'py, f64>,
         eos: Option<Rank>,
     ) -> PyResult<(Bound<'py, PyArray1<f64>>, f64)> {
-        let node_logp = node_logp.as_slice()?;
-        let n_cols = next_logp.shape()[1];
-        let next = next_logp.as_slice().map_err(|_| {
-            crate::errors::to_py(Error::InvalidArgument(
-                "next_logp must be a C-contiguous float64 array".into(),
-            ))
-        })?;
+        let (node_logp, next, n_cols) = log_prob_slices(&node_logp, &next_logp)?;
         let lm = &self.inner;
         let tree = &tree.inner;
         let m = run(py, || {
@@ -133,13 +127,27 @@ impl ByteLmCore {
         node_logp: PyReadonlyArray1<'py, f64>,
         next_logp: PyReadonlyArray2<'py, f64>,
     ) -> PyResult<Vec<(usize, Rank, f64)>> {
-        let node_logp = node_logp.as_slice()?;
-        let n_cols = next_logp.shape()[1];
-        let next = next_logp.as_slice()?;
+        let (node_logp, next, n_cols) = log_prob_slices(&node_logp, &next_logp)?;
         let lm = &self.inner;
         let tree = &tree.inner;
         run(py, || lm.covers(data, tree, node_logp, next, n_cols))
     }
+}
+
+/// The model's log-probabilities as flat slices (node paths; rows of next-token log-probs)
+/// and the row length. Both must be C-contiguous: the core reads them in place.
+fn log_prob_slices<'a>(
+    node_logp: &'a PyReadonlyArray1<'_, f64>,
+    next_logp: &'a PyReadonlyArray2<'_, f64>,
+) -> PyResult<(&'a [f64], &'a [f64], usize)> {
+    let contiguous = |name: &str| {
+        crate::errors::to_py(Error::InvalidArgument(format!(
+            "{name} must be a C-contiguous float64 array"
+        )))
+    };
+    let nodes = node_logp.as_slice().map_err(|_| contiguous("node_logp"))?;
+    let next = next_logp.as_slice().map_err(|_| contiguous("next_logp"))?;
+    Ok((nodes, next, next_logp.shape()[1]))
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
