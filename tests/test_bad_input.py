@@ -619,3 +619,34 @@ def test_unsupported_feature_error_names_the_file(
     path.write_text(json.dumps(d), encoding="utf-8")
     err = expect_raises(NotImplementedError, lambda: tm.Tokenizer.from_file(path))
     assert str(path) in str(err) and "NFC" in str(err), str(err)
+
+
+def test_decode_reads_int_subclasses_and_survives_a_list_changed_while_read(
+    tm_cl100k: Any, tt_cl100k: Any
+) -> None:
+    """Exact ints are read through borrowed pointers; everything else goes through `__index__`,
+    which can run Python code that changes the list being read. Same bytes as tiktoken, and no
+    read past the list's new end."""
+
+    class MyInt(int):
+        pass
+
+    ids: list[Any] = [True, MyInt(9906), 300, 2**31 - 1]
+    with pytest.raises(KeyError):
+        tm_cl100k.decode_bytes(ids)
+    ids = [True, MyInt(9906), 300]
+    assert tm_cl100k.decode_bytes(ids) == tt_cl100k.decode_bytes(ids)
+
+    def shrinking() -> list[Any]:
+        out: list[Any] = [9906, None, *range(300, 400)]
+
+        class Clears:
+            def __index__(self) -> int:
+                out.clear()
+                return 1
+
+        out[1] = Clears()
+        return out
+
+    assert tm_cl100k.decode_bytes(shrinking()) == tt_cl100k.decode_bytes(shrinking())
+    assert tm_cl100k.decode_bytes(shrinking()) == tt_cl100k.decode_bytes([9906, 1])

@@ -37,16 +37,41 @@ fn extract_specials(specials: &Bound<'_, PyDict>) -> PyResult<Vec<(String, Rank)
 /// sequence of ints. Negative or too large ids raise OverflowError, as in tiktoken.
 fn extract_ids(obj: &Bound<'_, PyAny>) -> PyResult<Vec<Rank>> {
     if let Ok(list) = obj.cast::<PyList>() {
-        let mut out = Vec::with_capacity(list.len());
-        for item in list.iter() {
-            out.push(item.extract::<Rank>()?);
-        }
-        return Ok(out);
+        return extract_list_ids(list);
     }
     if let Ok(arr) = obj.cast::<PyArray1<Rank>>() {
         return Ok(arr.readonly().as_array().iter().copied().collect());
     }
     obj.extract::<Vec<Rank>>()
+}
+
+/// Reading the ints of a list is most of the cost of decoding. Exact `int`s are read through
+/// borrowed pointers with one C call each (no reference counting, no type dispatch); anything
+/// else (bools, int subclasses, out-of-range values, non-ints) takes the general conversion,
+/// so errors are the ones tiktoken users see. The length is re-read every step because the
+/// general conversion can run Python code (`__index__`) that changes the list.
+fn extract_list_ids(list: &Bound<'_, PyList>) -> PyResult<Vec<Rank>> {
+    use pyo3::ffi;
+    let ptr = list.as_ptr();
+    let mut out = Vec::with_capacity(list.len());
+    let mut i: ffi::Py_ssize_t = 0;
+    // SAFETY (all blocks below): the GIL is held, `ptr` is a list, and `i` is checked against
+    // the current length just before the borrowed item is read.
+    while i < unsafe { ffi::PyList_GET_SIZE(ptr) } {
+        let item = unsafe { ffi::PyList_GET_ITEM(ptr, i) };
+        if unsafe { ffi::PyLong_CheckExact(item) } != 0 {
+            if let Ok(id) = Rank::try_from(unsafe { ffi::PyLong_AsLong(item) }) {
+                out.push(id);
+                i += 1;
+                continue;
+            }
+            // Out of range, or overflow (error set): the general path raises the right error.
+            unsafe { ffi::PyErr_Clear() };
+        }
+        out.push(list.get_item(i as usize)?.extract::<Rank>()?);
+        i += 1;
+    }
+    Ok(out)
 }
 
 /// `"all"` or `True` -> All; `None`/`False`/empty -> Nothing; otherwise a collection of names.
