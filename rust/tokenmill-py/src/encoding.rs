@@ -309,10 +309,22 @@ impl CoreBpe {
     ) -> PyResult<Bound<'py, PyAny>> {
         let tokens = extract_ids(tokens)?;
         let bytes = run(py, || self.inner.decode_bytes(&tokens))?;
-        Ok(match std::str::from_utf8(&bytes) {
-            Ok(s) => PyString::new(py, s).into_any(),
-            Err(_) => PyBytes::new(py, &bytes).into_any(),
-        })
+        // CPython validates while it builds the str, so validating in Rust first would read
+        // the text twice; a failed strict decode (rare) falls back to the bytes.
+        // SAFETY: the GIL is held and the pointer and length are those of a live buffer.
+        let text = unsafe {
+            pyo3::ffi::PyUnicode_DecodeUTF8(
+                bytes.as_ptr().cast(),
+                bytes.len() as pyo3::ffi::Py_ssize_t,
+                c"strict".as_ptr(),
+            )
+        };
+        if !text.is_null() {
+            // SAFETY: a new reference returned by the call above.
+            return Ok(unsafe { Bound::from_owned_ptr(py, text) });
+        }
+        drop(PyErr::take(py));
+        Ok(PyBytes::new(py, &bytes).into_any())
     }
 
     fn decode_single_token_bytes<'py>(
