@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -23,13 +22,6 @@ from tokenmill import models  # noqa: E402
 from tokenmill.models import trainer as build_mod  # noqa: E402
 
 torch.set_num_threads(1)
-
-
-def _token_lengths(tok: tokenmill.Tokenizer, eot: int) -> np.ndarray:
-    enc = tok.to_encoding()
-    return np.array(
-        [0 if i == eot else len(enc.decode_single_token_bytes(i)) for i in range(enc.n_vocab)]
-    )
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +148,7 @@ def test_trained_model_metrics_reproduce_and_beat_chance(
     eot = tok.token_to_id("<|endoftext|>")
     assert eot is not None
     stream = build_mod.token_stream(tok.encode_ids_batch, [t for _, t in split[1]], eot)
-    token_bytes = _token_lengths(tok, eot)
+    token_bytes = build_mod.token_lengths(tok.to_encoding(), eot)
     # The first 2 windows of what the build evaluated: the saved number is from this data.
     small = build_mod.evaluate(model, stream, token_bytes, recipe.context, 2 * recipe.context)
     assert small["loss"] < 0.5 * math.log(recipe.vocab_size)
@@ -212,7 +204,7 @@ def test_build_end_to_end_with_reduced_budget(name: str, tmp_path: Path) -> None
     init = build_mod._make_model(recipe, eot)
     _, heldout = models.split_files(recipe)
     stream = build_mod.token_stream(tok.encode_ids_batch, [t for _, t in heldout], eot)
-    token_bytes = _token_lengths(tok, eot)
+    token_bytes = build_mod.token_lengths(tok.to_encoding(), eot)
     before = build_mod.evaluate(init, stream, token_bytes, recipe.context, recipe.eval_tokens)
     after = build_mod.evaluate(model, stream, token_bytes, recipe.context, recipe.eval_tokens)
     assert after["loss"] < before["loss"] - 0.5

@@ -161,6 +161,14 @@ def token_stream(encode: Any, texts: Sequence[str], eot_id: int) -> np.ndarray:
     return np.concatenate(parts)
 
 
+def token_lengths(enc: Any, eot_id: int) -> np.ndarray:
+    """Bytes of text each token id stands for (EOT: none), the denominator of bits per byte."""
+    return np.array(
+        [0 if i == eot_id else len(enc.decode_single_token_bytes(i)) for i in range(enc.n_vocab)],
+        dtype=np.int64,
+    )
+
+
 # -------------------------------------------------------------------------------- training
 
 
@@ -287,10 +295,7 @@ def build_one(
     )
     enc = _train_tokenizer(r, train_texts)
     eot_id = enc.encode_single_token(EOT)
-    token_bytes = np.array(
-        [0 if i == eot_id else len(enc.decode_single_token_bytes(i)) for i in range(enc.n_vocab)],
-        dtype=np.int64,
-    )
+    token_bytes = token_lengths(enc, eot_id)
 
     def encode_batch(texts: list[str]) -> list[list[int]]:
         return enc.encode_ordinary_batch(texts)

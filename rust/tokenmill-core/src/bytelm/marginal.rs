@@ -79,6 +79,25 @@ pub struct Marginal {
     pub log_prefix: f64,
 }
 
+/// The model's outputs must cover every node of the tree: one path log-probability and one
+/// row of `n_cols` next-token log-probabilities each. Returns the node count.
+fn check_shapes(
+    what: &str,
+    tree: &Tree,
+    node_logp: &[f64],
+    next_logp: &[f64],
+    n_cols: usize,
+) -> Result<usize> {
+    let n = tree.nodes.len();
+    if node_logp.len() != n || next_logp.len() != n * n_cols {
+        return Err(Error::InvalidArgument(format!(
+            "{what}: {n} nodes need {n} path log-probabilities and a {n} x {n_cols} \
+             array of next-token log-probabilities"
+        )));
+    }
+    Ok(n)
+}
+
 impl ByteLm {
     /// `node_logp[i]`: log-probability of the whole path of node `i` (trunk included);
     /// `next_logp[i * n_cols + t]`: log P(token t | node i). `eos`: the end-of-text token.
@@ -91,13 +110,7 @@ impl ByteLm {
         n_cols: usize,
         eos: Option<Rank>,
     ) -> Result<Marginal> {
-        let n = tree.nodes.len();
-        if node_logp.len() != n || next_logp.len() != n * n_cols {
-            return Err(Error::InvalidArgument(format!(
-                "marginalize: {n} nodes need {n} path log-probabilities and a {n} x {n_cols} \
-                 array of next-token log-probabilities"
-            )));
-        }
+        let n = check_shapes("marginalize", tree, node_logp, next_logp, n_cols)?;
         if let Some(e) = eos {
             if e as usize >= n_cols {
                 return Err(Error::InvalidArgument(format!(
@@ -174,13 +187,7 @@ impl ByteLm {
         next_logp: &[f64],
         n_cols: usize,
     ) -> Result<Vec<(usize, Rank, f64)>> {
-        let n = tree.nodes.len();
-        if node_logp.len() != n || next_logp.len() != n * n_cols {
-            return Err(Error::InvalidArgument(format!(
-                "covers: {n} nodes need {n} path log-probabilities and a {n} x {n_cols} \
-                 array of next-token log-probabilities"
-            )));
-        }
+        let n = check_shapes("covers", tree, node_logp, next_logp, n_cols)?;
         let window = &x[tree.sigma..];
         let mut out = Vec::new();
         let mut check = Check::new(self, window);
