@@ -10,6 +10,7 @@ type for bad arguments tokenmill raises the same type; no ``BaseException`` that
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -580,6 +581,55 @@ def test_long_uniform_runs(unit: str, tm_cl100k_registry: Any, tt_cl100k: Any) -
     exp = tt_cl100k.encode_ordinary(text)
     got = no_panic(lambda: tm_cl100k_registry.encode_ordinary(text))
     assert got == exp, f"{unit!r} run: len {len(got)} vs {len(exp)}"
+
+
+# Units whose runs are one long pre-tokenizer piece (so the run-length shortcut in
+# `bpe.rs` applies), each with characters that may follow in the same piece.
+RUN_UNITS = {
+    "a": "abcxyz",
+    "Z": "ZzAQ",
+    "ab": "abc",
+    "xyz": "xyzw",
+    " ": " ",
+    "\t": "\t ",
+    "\u3000": "\u3000 ",
+    "-": "-=*",
+    "=": "=-",
+    "*": "*#",
+    "//": "/*",
+    "..": ".,;",
+    "\u00e9": "\u00e9e",
+    "\u4e2d": "\u4e2d\u6587",
+    "\U0001f600": "\U0001f600\u2764",
+    "\u20ac": "\u20ac$",
+}
+
+
+@pytest.mark.parametrize(
+    "unit", list(RUN_UNITS), ids=[f"U+{ord(u[0]):04X}x{len(u)}" for u in RUN_UNITS]
+)
+def test_long_runs_with_tails_match_references(
+    unit: str, tm_cl100k_registry: Any, tt_cl100k: Any, hf_pairs: dict[str, tuple[Any, Any]]
+) -> None:
+    """Runs of 4k-40k bytes (around the lengths where long pieces switch to the periodic
+    shortcut) followed by a random tail in the same piece, against tiktoken (cl100k) and HF
+    tokenizers (Llama-3, with offsets)."""
+    rng = random.Random(ord(unit[0]) * 31 + len(unit))
+    ref_hf, lazy = hf_pairs["llama3"]
+    hf = lazy.get()
+    unit_bytes = len(unit.encode())
+    for _ in range(12):
+        reps = rng.randrange(3000, 40_000) // unit_bytes
+        tail = "".join(rng.choice(RUN_UNITS[unit]) for _ in range(rng.choice([0, 1, 2, 7, 300])))
+        for text in (unit * reps + tail, tail[:1] + unit * reps):
+            label = f"{unit!r}*{reps} + {len(tail)} tail chars"
+            assert no_panic(lambda text=text: tm_cl100k_registry.encode_ordinary(text)) == (
+                tt_cl100k.encode_ordinary(text)
+            ), label
+            r = ref_hf.encode(text)
+            g = no_panic(lambda text=text: hf.encode(text))
+            assert g.ids == r.ids, label
+            assert [tuple(o) for o in g.offsets] == r.offsets, label
 
 
 def test_million_whitespace_hf(hf_pairs: dict[str, tuple[Any, Any]]) -> None:

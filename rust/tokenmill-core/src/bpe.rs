@@ -18,6 +18,22 @@
 //! pieces longer than [`SMALL_PIECE`] switch to a binary heap over a linked list of symbols with
 //! lazy invalidation: O(n log n).
 //!
+//! # Long runs
+//! Even O(n log n) is slow on a megabyte of one letter, space or emoji: every level of
+//! merging (`a a` -> `aa`, `aa aa` -> `aaaa`, ...) pushes and pops the whole piece through the
+//! heap, and the heap's accesses miss the cache. Such pieces are periodic, and their encoding
+//! is periodic too, which [`Bpe::merge_periodic`] exploits without giving up exactness. It rests
+//! on one property of any merge rule whose priority depends only on the two symbols merged
+//! (tiktoken's ranks and HF's merge list both are): if `A` encodes to `x_0..x_i` and `B`
+//! encodes to `x_i..x_n` (the same token `x_i`, on the same bytes, ends one and starts the
+//! other), then the text they span together encodes to `x_0..x_n`. (A merge across a boundary
+//! of `x` would, at its moment, be the lowest-priority pair inside `A`'s or `B`'s region,
+//! whose merges follow their own runs in order, so that run would have merged it too.) The
+//! same argument as github/rust-gems `bpe`'s "Corollary III". So: encode one chunk `C` of whole
+//! periods, check that its last token followed by its first is itself an encoding, and `C^k`
+//! encodes to the chunk's tokens `k` times; the rest of the piece is encoded on its own and
+//! joined the same way. Any failed check falls back to the heap.
+//!
 //! # Whole-piece lookup
 //! tiktoken looks the whole piece up in the vocabulary before merging (HF: `ignore_merges`).
 //! That is both a semantic rule (it can differ from what the merges produce) and the main fast
@@ -36,6 +52,14 @@ use crate::Rank;
 
 /// Pieces up to this many bytes use the quadratic scan; longer ones use the heap.
 const SMALL_PIECE: usize = 96;
+
+/// Pieces at least this long are looked at for a short period ([`Bpe::merge_periodic`]).
+const PERIODIC_MIN: usize = 4096;
+/// Longest period (in bytes) looked for: four-byte characters repeated up to four at a time.
+const MAX_PERIOD: usize = 16;
+/// Chunk lengths tried, in periods: one chunk must end on a token boundary that the next chunk
+/// can start from, which a length with many divisors (840 = lcm(1..8)) usually does.
+const CHUNK_PERIODS: [usize; 3] = [840, 1024, 1155];
 
 /// No merge for this pair.
 const NO_MERGE: u64 = u64::MAX;
@@ -82,6 +106,8 @@ pub struct Span {
 trait Symbol: Copy {
     fn id(self) -> Rank;
     fn merge(self, right: Self, id: Rank) -> Self;
+    /// The same symbol `by` bytes further into the piece.
+    fn shifted(self, by: u32) -> Self;
 }
 
 impl Symbol for Rank {
@@ -92,6 +118,10 @@ impl Symbol for Rank {
     #[inline(always)]
     fn merge(self, _right: Self, id: Rank) -> Self {
         id
+    }
+    #[inline(always)]
+    fn shifted(self, _by: u32) -> Self {
+        self
     }
 }
 
@@ -106,6 +136,14 @@ impl Symbol for Span {
             id,
             start: self.start,
             end: right.end,
+        }
+    }
+    #[inline(always)]
+    fn shifted(self, by: u32) -> Self {
+        Span {
+            id: self.id,
+            start: self.start + by,
+            end: self.end + by,
         }
     }
 }
@@ -434,10 +472,83 @@ impl Bpe {
         if n <= SMALL_PIECE {
             self.merge_small(syms, start);
         } else {
-            let merged = self.merge_large(&syms[start..]);
+            let merged = self
+                .merge_periodic(&syms[start..])
+                .unwrap_or_else(|| self.merge_large(&syms[start..]));
             syms.truncate(start);
             syms.extend(merged);
         }
+    }
+
+    /// Whether `left right` is the encoding of its own bytes (merges only).
+    fn is_encoding_pair(&self, left: Rank, right: Rank) -> bool {
+        let (Some(a), Some(b)) = (self.token_bytes(left), self.token_bytes(right)) else {
+            return false;
+        };
+        let mut syms: Vec<Rank> = a
+            .iter()
+            .chain(b)
+            .map(|&byte| self.byte_tokens[byte as usize])
+            .collect();
+        self.merge_tail(&mut syms, 0);
+        syms == [left, right]
+    }
+
+    /// Encodes a piece that starts with a long run of a short period in time linear in the run,
+    /// or returns `None` where that does not apply (see "Long runs" above for why it is exact).
+    /// `syms` are single bytes; each symbol is one byte, so symbol and byte positions agree.
+    fn merge_periodic<S: Symbol>(&self, syms: &[S]) -> Option<Vec<S>> {
+        self.merge_periodic_with(syms, &CHUNK_PERIODS)
+    }
+
+    fn merge_periodic_with<S: Symbol>(
+        &self,
+        syms: &[S],
+        chunk_periods: &[usize],
+    ) -> Option<Vec<S>> {
+        let n = syms.len();
+        if n < PERIODIC_MIN || !self.complete_bytes {
+            return None;
+        }
+        // The period whose run from the start is longest; `run` bytes repeat with period `p`.
+        let (mut p, mut run) = (0, 0);
+        for q in 1..=MAX_PERIOD.min(n - 1) {
+            let len = (q..n)
+                .find(|&i| syms[i].id() != syms[i - q].id())
+                .unwrap_or(n);
+            if len > run {
+                (p, run) = (q, len);
+            }
+            if len == n {
+                break;
+            }
+        }
+        for &periods in chunk_periods {
+            let c = periods * p;
+            // At least three chunks of run, so that there is something to save.
+            if run < 3 * c {
+                continue;
+            }
+            let chunk = self.merge_large(&syms[..c]);
+            let (first, last) = (chunk[0].id(), chunk[chunk.len() - 1].id());
+            if !self.is_encoding_pair(last, first) {
+                continue;
+            }
+            // The last whole chunk goes with the rest, which need not repeat at all.
+            let k = run / c - 1;
+            let rest = self.merge_large(&syms[k * c..]);
+            if !self.is_encoding_pair(last, rest[0].id()) {
+                continue;
+            }
+            let mut out = Vec::with_capacity(k * chunk.len() + rest.len());
+            for j in 0..k {
+                let by = (j * c) as u32;
+                out.extend(chunk.iter().map(|s| s.shifted(by)));
+            }
+            out.extend(rest);
+            return Some(out);
+        }
+        None
     }
 
     /// Quadratic scan; fastest for the short pieces of ordinary text.
@@ -638,6 +749,80 @@ mod tests {
         bpe.encode_piece(&piece, &mut out).unwrap();
         assert_eq!(out, reference(&bpe, &piece[..]));
         assert_eq!(out.len(), 751);
+    }
+
+    /// Long periodic pieces (the run-length shortcut) against the heap on random vocabularies
+    /// whose tokens are built from the same few letters, so runs merge in many ways.
+    #[test]
+    fn periodic_runs_agree_with_heap() {
+        let mut state = 99u64;
+        let mut rand = |m: usize| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as usize % m
+        };
+        let (mut taken, mut odd_taken, mut tried) = (0, 0, 0);
+        for _ in 0..30 {
+            let mut v: Vec<(Vec<u8>, Rank)> = (0..=255u8).map(|b| (vec![b], b as Rank)).collect();
+            let mut seen = std::collections::HashSet::new();
+            while v.len() < 256 + 60 {
+                let len = 2 + rand(11);
+                let t: Vec<u8> = (0..len).map(|_| b"abc"[rand(3)]).collect();
+                if seen.insert(t.clone()) {
+                    let r = v.len() as Rank;
+                    v.push((t, r));
+                }
+            }
+            let bpe = Bpe::from_ranks(v).unwrap();
+            for _ in 0..10 {
+                let unit: Vec<u8> = (0..1 + rand(5)).map(|_| b"abc"[rand(3)]).collect();
+                let reps = PERIODIC_MIN / unit.len() + rand(20_000) / unit.len();
+                let mut piece: Vec<u8> = unit
+                    .iter()
+                    .cycle()
+                    .take(reps * unit.len())
+                    .copied()
+                    .collect();
+                piece.extend((0..rand(300)).map(|_| b"abcd"[rand(4)]));
+                let syms: Vec<Rank> = piece.iter().map(|&b| b as Rank).collect();
+                let heap = bpe.merge_large(&syms);
+                tried += 1;
+                if let Some(fast) = bpe.merge_periodic(&syms) {
+                    taken += 1;
+                    assert_eq!(fast, heap, "unit {:?}, {} bytes", unit, piece.len());
+                }
+                // Odd chunk lengths, where chunks often do not end on a token boundary the next
+                // chunk can start from: the joins must be checked, not assumed.
+                let odd = [1 + rand(40), 41 + rand(300)];
+                if let Some(fast) = bpe.merge_periodic_with(&syms, &odd) {
+                    odd_taken += 1;
+                    assert_eq!(fast, heap, "unit {:?}, chunks {:?}", unit, odd);
+                }
+                let mut out = Vec::new();
+                bpe.encode_piece(&piece, &mut out).unwrap();
+                assert_eq!(out, heap);
+                let mut spans = Vec::new();
+                bpe.encode_piece_spans(&piece, &mut spans).unwrap();
+                assert_eq!(spans.iter().map(|s| s.id).collect::<Vec<_>>(), heap);
+                let mut at = 0;
+                for s in &spans {
+                    assert_eq!(s.start, at);
+                    assert_eq!(
+                        bpe.token_bytes(s.id).unwrap(),
+                        &piece[s.start as usize..s.end as usize]
+                    );
+                    at = s.end;
+                }
+                assert_eq!(at as usize, piece.len());
+            }
+        }
+        // The shortcut must actually run, or this test compares the heap with itself.
+        assert!(taken * 2 > tried, "shortcut taken {taken} of {tried} times");
+        assert!(
+            odd_taken * 4 > tried,
+            "odd chunks taken {odd_taken} of {tried} times"
+        );
     }
 
     #[test]
