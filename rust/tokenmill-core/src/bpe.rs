@@ -34,6 +34,14 @@
 //! encodes to the chunk's tokens `k` times; the rest of the piece is encoded on its own and
 //! joined the same way. Any failed check falls back to the heap.
 //!
+//! # Memo of merged pieces
+//! In multilingual text many pieces are words of several tokens (Cyrillic, Greek, CJK on
+//! cl100k), and the same words come back again and again. Merging one costs dozens of lookups
+//! in a pair table far larger than the cache; a per-thread memo of merge results, consulted with
+//! the hash already computed for the whole-piece lookup, turns a repeat into one probe. It is
+//! per thread so that encoding never takes a lock, keyed by the vocabulary's identity, bounded
+//! (cleared when full, which is cheaper than any eviction order), and only for short pieces.
+//!
 //! # Whole-piece lookup
 //! tiktoken looks the whole piece up in the vocabulary before merging (HF: `ignore_merges`).
 //! That is both a semantic rule (it can differ from what the merges produce) and the main fast
@@ -60,6 +68,11 @@ const MAX_PERIOD: usize = 16;
 /// Chunk lengths tried, in periods: one chunk must end on a token boundary that the next chunk
 /// can start from, which a length with many divisors (840 = lcm(1..8)) usually does.
 const CHUNK_PERIODS: [usize; 3] = [840, 1024, 1155];
+
+/// Pieces up to this many bytes are remembered by the per-thread memo.
+const MEMO_MAX_PIECE: usize = 48;
+/// The memo is cleared when its byte arena reaches this size (about 5 MiB per thread in all).
+const MEMO_MAX_BYTES: usize = 1 << 20;
 
 /// No merge for this pair.
 const NO_MERGE: u64 = u64::MAX;
@@ -92,6 +105,64 @@ pub struct Bpe {
     pairs: FxHashMap<u64, u64>,
     ignore_merges: bool,
     missing: MissingByte,
+    /// Key of this vocabulary in the per-thread memo.
+    memo_owner: u64,
+}
+
+/// Gives every vocabulary its own memo key (clones share it: they merge identically).
+static NEXT_MEMO_OWNER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Merge results of recent multi-token pieces, in two arenas (see "Memo of merged pieces").
+#[derive(Default)]
+struct PieceMemo {
+    owner: u64,
+    table: HashTable<MemoEntry>,
+    bytes: Vec<u8>,
+    ids: Vec<Rank>,
+}
+
+#[derive(Clone, Copy)]
+struct MemoEntry {
+    hash: u64,
+    bytes_at: u32,
+    ids_at: u32,
+    bytes_len: u16,
+    ids_len: u16,
+}
+
+impl PieceMemo {
+    fn get(&self, owner: u64, hash: u64, piece: &[u8]) -> Option<&[Rank]> {
+        if self.owner != owner {
+            return None;
+        }
+        let e = self.table.find(hash, |e| {
+            e.hash == hash && &self.bytes[e.bytes_at as usize..][..e.bytes_len as usize] == piece
+        })?;
+        Some(&self.ids[e.ids_at as usize..][..e.ids_len as usize])
+    }
+
+    fn insert(&mut self, owner: u64, hash: u64, piece: &[u8], ids: &[Rank]) {
+        if self.owner != owner || self.bytes.len() + piece.len() > MEMO_MAX_BYTES {
+            self.owner = owner;
+            self.table.clear();
+            self.bytes.clear();
+            self.ids.clear();
+        }
+        let e = MemoEntry {
+            hash,
+            bytes_at: self.bytes.len() as u32,
+            ids_at: self.ids.len() as u32,
+            bytes_len: piece.len() as u16,
+            ids_len: ids.len() as u16,
+        };
+        self.bytes.extend_from_slice(piece);
+        self.ids.extend_from_slice(ids);
+        self.table.insert_unique(hash, e, |e| e.hash);
+    }
+}
+
+thread_local! {
+    static MEMO: std::cell::RefCell<PieceMemo> = std::cell::RefCell::default();
 }
 
 /// A token together with the byte span of the piece it covers.
@@ -236,6 +307,7 @@ impl Bpe {
             pairs: FxHashMap::default(),
             ignore_merges,
             missing,
+            memo_owner: NEXT_MEMO_OWNER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         for b in 0..256usize {
             bpe.byte_tokens[b] = match bpe.token_id(&[b as u8]) {
@@ -335,10 +407,13 @@ impl Bpe {
 
     #[inline]
     pub fn token_id(&self, bytes: &[u8]) -> Option<Rank> {
+        self.token_id_hashed(bytes, hash_bytes(bytes))
+    }
+
+    #[inline(always)]
+    fn token_id_hashed(&self, bytes: &[u8], hash: u64) -> Option<Rank> {
         self.encoder
-            .find(hash_bytes(bytes), |&id| {
-                self.token_bytes_unchecked(id) == bytes
-            })
+            .find(hash, |&id| self.token_bytes_unchecked(id) == bytes)
             .copied()
     }
 
@@ -380,8 +455,9 @@ impl Bpe {
             out.push(self.byte_tokens[piece[0] as usize]);
             return Ok(());
         }
+        let hash = hash_bytes(piece);
         if whole_lookup {
-            if let Some(id) = self.token_id(piece) {
+            if let Some(id) = self.token_id_hashed(piece, hash) {
                 out.push(id);
                 return Ok(());
             }
@@ -392,9 +468,24 @@ impl Bpe {
             out.extend(spans.iter().map(|s| s.id));
             return Ok(());
         }
+        // The memo holds merge results only, which do not depend on `whole_lookup`.
+        let memo = piece.len() <= MEMO_MAX_PIECE;
+        if memo {
+            let hit = MEMO.with_borrow(|m| {
+                m.get(self.memo_owner, hash, piece)
+                    .map(|ids| out.extend_from_slice(ids))
+                    .is_some()
+            });
+            if hit {
+                return Ok(());
+            }
+        }
         let start = out.len();
         out.extend(piece.iter().map(|&b| self.byte_tokens[b as usize]));
         self.merge_tail(out, start);
+        if memo {
+            MEMO.with_borrow_mut(|m| m.insert(self.memo_owner, hash, piece, &out[start..]));
+        }
         Ok(())
     }
 
@@ -823,6 +914,61 @@ mod tests {
             odd_taken * 4 > tried,
             "odd chunks taken {odd_taken} of {tried} times"
         );
+    }
+
+    /// The per-thread memo must never answer for another vocabulary, nor for merges-only
+    /// encoding with a whole-piece result, and must survive being cleared when full.
+    #[test]
+    fn memo_is_per_vocabulary_and_bounded() {
+        let a = toy();
+        let mut v: Vec<(Vec<u8>, Rank)> = (0..=255u8).map(|b| (vec![b], b as Rank)).collect();
+        for (i, t) in ["cd", "bc", "ab", "bcd", "abcd", "xyz"].iter().enumerate() {
+            v.push((t.as_bytes().to_vec(), 256 + i as Rank));
+        }
+        let b = Bpe::from_ranks(v).unwrap();
+        let mut state = 7u64;
+        let mut pieces: Vec<Vec<u8>> = Vec::new();
+        // Enough distinct pieces to fill and clear the memo several times over.
+        while pieces.iter().map(Vec::len).sum::<usize>() < 2 * MEMO_MAX_BYTES {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let len = 2 + (state >> 40) as usize % (MEMO_MAX_PIECE - 1);
+            pieces.push(
+                (0..len)
+                    .map(|i| b"abcd"[((state >> (i % 29)) & 3) as usize])
+                    .collect(),
+            );
+        }
+        let mut out = Vec::new();
+        for (i, piece) in pieces.iter().enumerate() {
+            // Every piece twice per vocabulary (a memo hit the second time), vocabularies
+            // interleaved.
+            for bpe in [&a, &b, &a, &b] {
+                out.clear();
+                bpe.encode_piece(piece, &mut out).unwrap();
+                // The merge loop without the memo (the reference itself is too slow for all).
+                let mut direct: Vec<Rank> = piece.iter().map(|&c| c as Rank).collect();
+                bpe.merge_tail(&mut direct, 0);
+                if let Some(id) = bpe.token_id(piece) {
+                    direct = vec![id];
+                }
+                assert_eq!(out, direct, "piece {i}");
+                if i < 300 {
+                    assert_eq!(out, reference(bpe, piece), "piece {i}");
+                }
+            }
+        }
+        // "xyz" is a token of `b` that no merge reaches: merges alone give three tokens.
+        let xyz = b.token_id(b"xyz").unwrap();
+        for _ in 0..2 {
+            let mut merged = Vec::new();
+            b.merge_without_lookup(b"xyz", &mut merged).unwrap();
+            assert_eq!(merged, vec![b'x' as Rank, b'y' as Rank, b'z' as Rank]);
+            let mut whole = Vec::new();
+            b.encode_piece(b"xyz", &mut whole).unwrap();
+            assert_eq!(whole, vec![xyz]);
+        }
     }
 
     #[test]
