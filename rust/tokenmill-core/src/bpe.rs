@@ -74,6 +74,9 @@ const MEMO_MAX_PIECE: usize = 48;
 /// The memo is cleared when its byte arena reaches this size (about 5 MiB per thread in all).
 const MEMO_MAX_BYTES: usize = 1 << 20;
 
+/// Block size of decode's copies, and the padding at the end of the vocabulary's bytes.
+const DECODE_PAD: usize = 16;
+
 /// No merge for this pair.
 const NO_MERGE: u64 = u64::MAX;
 
@@ -94,9 +97,9 @@ pub enum MissingByte {
 pub struct Bpe {
     /// Concatenated bytes of all tokens, indexed through `offsets`.
     bytes: Vec<u8>,
-    /// `offsets[id]..offsets[id + 1]` are the bytes of `id`; `present` says if `id` exists.
+    /// `offsets[id]..offsets[id + 1]` are the bytes of `id`; an empty range means no such id
+    /// (tokens are never empty). `bytes` ends with [`DECODE_PAD`] spare bytes.
     offsets: Vec<u32>,
-    present: Vec<bool>,
     /// Bytes -> id, keyed by the bytes in `bytes` (no allocation per token).
     encoder: HashTable<Rank>,
     /// The token of each single byte; for missing bytes a pseudo-id `>= offsets.len() - 1`.
@@ -257,7 +260,6 @@ impl Bpe {
         }
         let mut bytes = Vec::with_capacity(vocab.iter().map(|(b, _)| b.len()).sum());
         let mut offsets = Vec::with_capacity(n_slots + 1);
-        let mut present = vec![false; n_slots];
         offsets.push(0u32);
         for (token, rank) in &vocab {
             if token.is_empty() {
@@ -267,17 +269,19 @@ impl Bpe {
                 offsets.push(bytes.len() as u32);
             }
             bytes.extend_from_slice(token);
-            present[*rank as usize] = true;
             let end = u32::try_from(bytes.len())
                 .map_err(|_| Error::InvalidVocab("vocabulary bytes exceed 4 GiB".into()))?;
             offsets.push(end);
         }
         drop(vocab);
+        bytes.extend_from_slice(&[0; DECODE_PAD]);
         let mut encoder = HashTable::with_capacity(n_slots);
         {
             let at =
                 |i: Rank| &bytes[offsets[i as usize] as usize..offsets[i as usize + 1] as usize];
-            for id in (0..n_slots as Rank).filter(|&i| present[i as usize]) {
+            for id in
+                (0..n_slots as Rank).filter(|&i| offsets[i as usize] < offsets[i as usize + 1])
+            {
                 let token = at(id);
                 match encoder.entry(
                     hash_bytes(token),
@@ -300,7 +304,6 @@ impl Bpe {
         let mut bpe = Bpe {
             bytes,
             offsets,
-            present,
             encoder,
             byte_tokens: [0; 256],
             complete_bytes: true,
@@ -373,7 +376,7 @@ impl Bpe {
 
     /// Number of id slots (one past the largest id).
     pub fn n_slots(&self) -> usize {
-        self.present.len()
+        self.offsets.len() - 1
     }
 
     pub fn len(&self) -> usize {
@@ -392,11 +395,48 @@ impl Bpe {
     #[inline]
     pub fn token_bytes(&self, id: Rank) -> Option<&[u8]> {
         let i = id as usize;
-        if i < self.present.len() && self.present[i] {
-            Some(&self.bytes[self.offsets[i] as usize..self.offsets[i + 1] as usize])
-        } else {
-            None
+        match (self.offsets.get(i), self.offsets.get(i + 1)) {
+            (Some(&start), Some(&end)) if start < end => {
+                Some(&self.bytes[start as usize..end as usize])
+            }
+            _ => None,
         }
+    }
+
+    /// Appends the bytes of `ids` to `out` up to the first id that is not in the vocabulary,
+    /// and returns that id's index.
+    ///
+    /// Decode is a stream of tiny copies (a token is four bytes on average), where calling
+    /// `memcpy` for each costs more than the copy. Tokens of up to [`DECODE_PAD`] bytes are
+    /// copied as one fixed-size block into spare capacity, and only their real length is kept;
+    /// the padding at the end of `bytes` makes the over-read safe.
+    pub fn decode_append(&self, ids: &[Rank], out: &mut Vec<u8>) -> Option<usize> {
+        for (k, &id) in ids.iter().enumerate() {
+            let i = id as usize;
+            let (start, end) = match (self.offsets.get(i), self.offsets.get(i + 1)) {
+                (Some(&start), Some(&end)) if start < end => (start as usize, end as usize),
+                _ => return Some(k),
+            };
+            let len = end - start;
+            if len <= DECODE_PAD {
+                out.reserve(DECODE_PAD);
+                // SAFETY: `start + DECODE_PAD <= self.bytes.len()` because `bytes` ends with
+                // `DECODE_PAD` padding bytes after the last token; `reserve` leaves room for
+                // `DECODE_PAD` bytes after `out.len()`, of which the first `len` are written
+                // with token bytes before the length covers them.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        self.bytes.as_ptr().add(start),
+                        out.as_mut_ptr().add(out.len()),
+                        DECODE_PAD,
+                    );
+                    out.set_len(out.len() + len);
+                }
+            } else {
+                out.extend_from_slice(&self.bytes[start..end]);
+            }
+        }
+        None
     }
 
     #[inline(always)]
@@ -419,7 +459,7 @@ impl Bpe {
 
     /// All (bytes, id) pairs, in id order.
     pub fn vocab(&self) -> impl Iterator<Item = (&[u8], Rank)> + '_ {
-        (0..self.present.len() as Rank).filter_map(|id| self.token_bytes(id).map(|b| (b, id)))
+        (0..self.n_slots() as Rank).filter_map(|id| self.token_bytes(id).map(|b| (b, id)))
     }
 
     #[inline(always)]
@@ -968,6 +1008,54 @@ mod tests {
             let mut whole = Vec::new();
             b.encode_piece(b"xyz", &mut whole).unwrap();
             assert_eq!(whole, vec![xyz]);
+        }
+    }
+
+    #[test]
+    fn decode_append_copies_exact_lengths_and_stops_at_unknown_ids() {
+        // Tokens of every length from 1 to 40 bytes (the block copy covers up to 16), with a
+        // gap in the ids, and the longest token last so the copy reads into the padding.
+        let mut v: Vec<(Vec<u8>, Rank)> = (0..=255u8).map(|b| (vec![b], b as Rank)).collect();
+        for len in 2..=40u32 {
+            let t: Vec<u8> = (0..len)
+                .map(|i| b'a' + ((i * 7 + len) % 26) as u8)
+                .collect();
+            v.push((t, 256 + 2 * len));
+        }
+        let bpe = Bpe::from_ranks(v).unwrap();
+        let ids: Vec<Rank> = (0..bpe.n_slots() as Rank)
+            .filter(|&id| bpe.token_bytes(id).is_some())
+            .collect();
+        let mut state = 3u64;
+        for n in [0usize, 1, 2, 15, 16, 17, 200] {
+            let mut seq: Vec<Rank> = (0..n)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ids[(state >> 33) as usize % ids.len()]
+                })
+                .collect();
+            seq.push(*ids.last().unwrap());
+            let expected: Vec<u8> = seq
+                .iter()
+                .flat_map(|&id| bpe.token_bytes(id).unwrap().to_vec())
+                .collect();
+            let mut out = b"prefix".to_vec();
+            assert_eq!(bpe.decode_append(&seq, &mut out), None);
+            assert_eq!(&out[6..], &expected[..]);
+            // An id in the gap and one past the end stop the copy right there.
+            for bad in [257, bpe.n_slots() as Rank, Rank::MAX] {
+                let mut with_bad = seq.clone();
+                with_bad.insert(n / 2, bad);
+                let mut out = Vec::new();
+                assert_eq!(bpe.decode_append(&with_bad, &mut out), Some(n / 2));
+                let before: usize = seq[..n / 2]
+                    .iter()
+                    .map(|&id| bpe.token_bytes(id).unwrap().len())
+                    .sum();
+                assert_eq!(out, expected[..before]);
+            }
         }
     }
 

@@ -350,9 +350,12 @@ impl Encoding {
     }
 
     pub fn decode_bytes(&self, ids: &[Rank]) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(ids.len() * 4);
-        for &id in ids {
-            out.extend_from_slice(self.token_bytes(id)?);
+        let mut out = Vec::with_capacity(ids.len() * 4 + 16);
+        let mut rest = ids;
+        // Ordinary tokens in bulk; stops only at special tokens and unknown ids.
+        while let Some(k) = self.bpe.decode_append(rest, &mut out) {
+            out.extend_from_slice(self.token_bytes(rest[k])?);
+            rest = &rest[k + 1..];
         }
         Ok(out)
     }
