@@ -298,6 +298,28 @@ def test_encode_batch_default_threads_and_disallowed(
     expect_raises(ValueError, lambda: tm_cl100k.encode_batch(bad), what="encode_batch(special)")
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3, 8])
+def test_encode_batch_errors_at_any_position(
+    threads: int, tm_cl100k: Any, tt_cl100k: Any, small_corpora: dict[str, list[str]]
+) -> None:
+    """The batch converts finished documents while others are still encoding: an error in any
+    one document (first, middle, last, several) must still raise tiktoken's ValueError naming the
+    token, and the encoding must stay usable afterwards."""
+    docs = (small_corpora["prose"] + small_corpora["code"]) * 40
+    docs = docs[:40]
+    bad = "hello <|endoftext|> world"
+    for at in ([0], [20], [39], [5, 6, 30]):
+        batch = list(docs)
+        for i in at:
+            batch[i] = bad
+        expect_raises(ValueError, lambda b=batch: tt_cl100k.encode_batch(b, num_threads=threads))
+        with pytest.raises(ValueError, match="endoftext"):
+            tm_cl100k.encode_batch(batch, num_threads=threads)
+    assert tm_cl100k.encode_batch(docs, num_threads=threads) == tt_cl100k.encode_batch(
+        docs, num_threads=threads
+    )
+
+
 @pytest.mark.parametrize("corpus", CORPORA)
 def test_encode_to_numpy(corpus: str, tm_cl100k: Any, tt_cl100k: Any) -> None:
     for d in _docs(corpus, "small")[:30]:

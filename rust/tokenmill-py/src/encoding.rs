@@ -4,15 +4,66 @@
 use numpy::{PyArray1, PyArrayMethods};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString};
-use tokenmill_core::encoding::{par_map, SpecialFilter};
+use tokenmill_core::encoding::SpecialFilter;
 use tokenmill_core::{tiktoken_file, Encoding, Rank};
 
-use crate::run;
+use crate::{run, run_batch};
 
 #[pyclass(module = "tokenmill._core", frozen, name = "CoreBPE")]
 pub struct CoreBpe {
     pub(crate) inner: Encoding,
+    /// One Python int per id, made the first time the id is returned (see `ids_to_list`).
+    ints: Box<[PyOnceLock<Py<PyAny>>]>,
+}
+
+impl CoreBpe {
+    pub(crate) fn wrap(inner: Encoding) -> Self {
+        let ints = (0..inner.n_vocab()).map(|_| PyOnceLock::new()).collect();
+        CoreBpe { inner, ints }
+    }
+
+    /// The ids as a Python list.
+    ///
+    /// Making one int object per token was about a third of `encode` on code and prose (the
+    /// allocation, and in a batch the cache misses of millions of fresh objects). Ids are a
+    /// small closed set, so each id's int is made once and shared: a list item costs an
+    /// increment of a reference count. Ints are immutable, so sharing them is invisible.
+    pub(crate) fn ids_to_list<'py>(
+        &self,
+        py: Python<'py>,
+        ids: &[Rank],
+    ) -> PyResult<Bound<'py, PyList>> {
+        use pyo3::ffi;
+        let len = ffi::Py_ssize_t::try_from(ids.len())
+            .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("too many tokens"))?;
+        // SAFETY: the GIL is held; `PyList_New` returns a new list (or NULL with an error set)
+        // whose `len` slots are each filled exactly once below with a new (owned) reference,
+        // which `PyList_SET_ITEM` steals, before the list is handed to Python.
+        unsafe {
+            let list = ffi::PyList_New(len);
+            if list.is_null() {
+                return Err(PyErr::fetch(py));
+            }
+            for (i, &id) in ids.iter().enumerate() {
+                let item = match self.ints.get(id as usize) {
+                    Some(cell) => cell
+                        .get_or_init(py, || {
+                            id.into_pyobject(py)
+                                .expect("infallible")
+                                .into_any()
+                                .unbind()
+                        })
+                        .clone_ref(py)
+                        .into_ptr(),
+                    None => id.into_pyobject(py).expect("infallible").into_ptr(),
+                };
+                ffi::PyList_SET_ITEM(list, i as ffi::Py_ssize_t, item);
+            }
+            Ok(Bound::from_owned_ptr(py, list).cast_into_unchecked())
+        }
+    }
 }
 
 fn extract_ranks(ranks: &Bound<'_, PyDict>) -> PyResult<Vec<(Vec<u8>, Rank)>> {
@@ -135,7 +186,7 @@ impl CoreBpe {
         let specials = extract_specials(special_tokens)?;
         let pattern = pattern.to_string();
         let inner = run(py, move || Encoding::new(&pattern, ranks, specials))?;
-        Ok(CoreBpe { inner })
+        Ok(CoreBpe::wrap(inner))
     }
 
     /// Builds an encoding straight from the bytes of a `.tiktoken` file (parsed in Rust).
@@ -152,7 +203,7 @@ impl CoreBpe {
             let ranks = tiktoken_file::parse(contents, source_name)?;
             Encoding::new(pattern, ranks, specials)
         })?;
-        Ok(CoreBpe { inner })
+        Ok(CoreBpe::wrap(inner))
     }
 
     /// Parses a `.tiktoken` file's bytes into a {token bytes: rank} dict.
@@ -203,19 +254,21 @@ impl CoreBpe {
 
     // ------------------------------------------------------------------ encoding
 
-    fn encode_ordinary(&self, py: Python<'_>, text: &str) -> PyResult<Vec<Rank>> {
-        run(py, || self.inner.encode_ordinary(text))
+    fn encode_ordinary<'py>(&self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyList>> {
+        let ids = run(py, || self.inner.encode_ordinary(text))?;
+        self.ids_to_list(py, &ids)
     }
 
-    fn encode(
+    fn encode<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         text: &str,
-        allowed_special: &Bound<'_, PyAny>,
-        disallowed_special: &Bound<'_, PyAny>,
-    ) -> PyResult<Vec<Rank>> {
+        allowed_special: &Bound<'py, PyAny>,
+        disallowed_special: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
         let (allowed, disallowed) = filters(&self.inner, allowed_special, disallowed_special)?;
-        run(py, || self.inner.encode(text, &allowed, &disallowed))
+        let ids = run(py, || self.inner.encode(text, &allowed, &disallowed))?;
+        self.ids_to_list(py, &ids)
     }
 
     /// Like `encode`, but hands the ids to numpy without a copy.
@@ -232,36 +285,38 @@ impl CoreBpe {
     }
 
     #[pyo3(signature = (texts, num_threads))]
-    fn encode_ordinary_batch(
+    fn encode_ordinary_batch<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         texts: Vec<PyBackedStr>,
         num_threads: usize,
-    ) -> PyResult<Vec<Vec<Rank>>> {
-        run(py, || {
-            par_map(&texts, num_threads, |t| self.inner.encode_ordinary(t))
-                .into_iter()
-                .collect()
-        })
+    ) -> PyResult<Bound<'py, PyList>> {
+        run_batch(
+            py,
+            &texts,
+            num_threads,
+            |t| self.inner.encode_ordinary(t),
+            |ids| self.ids_to_list(py, &ids),
+        )
     }
 
     #[pyo3(signature = (texts, allowed_special, disallowed_special, num_threads))]
-    fn encode_batch(
+    fn encode_batch<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         texts: Vec<PyBackedStr>,
-        allowed_special: &Bound<'_, PyAny>,
-        disallowed_special: &Bound<'_, PyAny>,
+        allowed_special: &Bound<'py, PyAny>,
+        disallowed_special: &Bound<'py, PyAny>,
         num_threads: usize,
-    ) -> PyResult<Vec<Vec<Rank>>> {
+    ) -> PyResult<Bound<'py, PyList>> {
         let (allowed, disallowed) = filters(&self.inner, allowed_special, disallowed_special)?;
-        run(py, || {
-            par_map(&texts, num_threads, |t| {
-                self.inner.encode(t, &allowed, &disallowed)
-            })
-            .into_iter()
-            .collect()
-        })
+        run_batch(
+            py,
+            &texts,
+            num_threads,
+            |t| self.inner.encode(t, &allowed, &disallowed),
+            |ids| self.ids_to_list(py, &ids),
+        )
     }
 
     fn encode_with_unstable(
