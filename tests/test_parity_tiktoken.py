@@ -339,6 +339,35 @@ def test_encode_to_numpy(corpus: str, tm_cl100k: Any, tt_cl100k: Any) -> None:
 
 
 @pytest.mark.parametrize("corpus", CORPORA)
+def test_batch_to_numpy(corpus: str, tm_cl100k: Any, tt_cl100k: Any) -> None:
+    docs = _docs(corpus, "small")[:60]
+    sdocs = sprinkle(docs, SPECIALS, seed=15)
+    cases = [
+        (
+            tm_cl100k.encode_ordinary_batch_to_numpy(sdocs, num_threads=2),
+            tt_cl100k.encode_ordinary_batch(sdocs, num_threads=2),
+        ),
+        (
+            tm_cl100k.encode_batch_to_numpy(sdocs, num_threads=3, allowed_special="all"),
+            tt_cl100k.encode_batch(sdocs, num_threads=3, allowed_special="all"),
+        ),
+        (tm_cl100k.encode_ordinary_batch_to_numpy([]), []),
+        (
+            tm_cl100k.encode_batch_to_numpy(["", docs[0], ""]),
+            tt_cl100k.encode_batch(["", docs[0], ""]),
+        ),
+    ]
+    for (ids, offsets), ref in cases:
+        assert ids.dtype == np.uint32 and ids.ndim == 1
+        assert offsets.dtype == np.int64 and offsets.shape == (len(ref) + 1,)
+        assert offsets[0] == 0 and offsets[-1] == len(ids)
+        got = [ids[offsets[i] : offsets[i + 1]].tolist() for i in range(len(ref))]
+        assert got == ref
+    with pytest.raises(ValueError, match="endoftext"):
+        tm_cl100k.encode_batch_to_numpy([*docs[:5], "a <|endoftext|>", *docs[5:9]], num_threads=2)
+
+
+@pytest.mark.parametrize("corpus", CORPORA)
 def test_encode_with_unstable(corpus: str, tm_cl100k: Any, tt_cl100k: Any) -> None:
     docs = _docs(corpus, "small")[:10]
     checked = 0

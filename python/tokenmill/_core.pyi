@@ -53,6 +53,16 @@ class CoreBPE:
         self, text: str, allowed_special: _SpecialArg, disallowed_special: _SpecialArg
     ) -> npt.NDArray[np.uint32]: ...
     def encode_ordinary_batch(self, texts: Sequence[str], num_threads: int) -> list[list[int]]: ...
+    def encode_ordinary_batch_to_numpy(
+        self, texts: Sequence[str], num_threads: int
+    ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64]]: ...
+    def encode_batch_to_numpy(
+        self,
+        texts: Sequence[str],
+        allowed_special: _SpecialArg,
+        disallowed_special: _SpecialArg,
+        num_threads: int,
+    ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64]]: ...
     def encode_batch(
         self,
         texts: Sequence[str],

@@ -278,6 +278,11 @@ def _qt_batch(e: Any, docs: list[str], n: int) -> object:
     return e.encode_batch(docs, threads=n)
 
 
+def _tm_numpy_batch(e: Any, docs: list[str], n: int) -> object:
+    # The same shape of result as quicktok's: a flat uint32 array plus offsets.
+    return e.encode_ordinary_batch_to_numpy(docs, num_threads=n)
+
+
 def _build_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
     pairs: list[_Pair] = []
     tm, tt, hf = libs.tokenmill, libs.tiktoken, libs.tokenizers
@@ -337,13 +342,16 @@ def _build_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
                 libs.quicktok.get_encoding("cl100k_base"),
                 _tt_encode,
                 _tt_encode,
-                _tt_batch,
+                _tm_numpy_batch,
                 _qt_batch,
                 _tt_decode,
                 _tt_decode,
                 None,
                 None,
-                ref_batch_note="quicktok's `encode_batch` returns one numpy array, not lists",
+                ref_batch_note=(
+                    "Batches on both sides return one flat numpy array plus offsets "
+                    "(tokenmill's `encode_ordinary_batch_to_numpy`, quicktok's `encode_batch`)"
+                ),
             )
         )
         notes.append(

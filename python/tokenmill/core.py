@@ -165,6 +165,37 @@ class Encoding:
                 [_fix_surrogates(t) for t in text], allowed_special, disallowed_special, num_threads
             )
 
+    def encode_ordinary_batch_to_numpy(
+        self, text: list[str], *, num_threads: int = 8
+    ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64]]:
+        """`encode_ordinary_batch` as one flat uint32 array of ids plus int64 offsets: document
+        `i` is `ids[offsets[i]:offsets[i + 1]]`. No Python object per token, the GIL released
+        throughout, and the arrays own Rust's buffers (no copy)."""
+        try:
+            return self._core_bpe.encode_ordinary_batch_to_numpy(text, num_threads)
+        except UnicodeEncodeError:
+            return self._core_bpe.encode_ordinary_batch_to_numpy(
+                [_fix_surrogates(t) for t in text], num_threads
+            )
+
+    def encode_batch_to_numpy(
+        self,
+        text: list[str],
+        *,
+        num_threads: int = 8,
+        allowed_special: _Specials = set(),  # noqa: B006
+        disallowed_special: _Disallowed = "all",
+    ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64]]:
+        """`encode_batch` as a flat array plus offsets, like `encode_ordinary_batch_to_numpy`."""
+        try:
+            return self._core_bpe.encode_batch_to_numpy(
+                text, allowed_special, disallowed_special, num_threads
+            )
+        except UnicodeEncodeError:
+            return self._core_bpe.encode_batch_to_numpy(
+                [_fix_surrogates(t) for t in text], allowed_special, disallowed_special, num_threads
+            )
+
     def encode_with_unstable(
         self,
         text: str,

@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString};
-use tokenmill_core::encoding::SpecialFilter;
+use tokenmill_core::encoding::{par_map, SpecialFilter};
 use tokenmill_core::{tiktoken_file, Encoding, Rank};
 
 use crate::{run, run_batch};
@@ -173,6 +173,32 @@ fn filters(
     Ok((allowed, disallowed))
 }
 
+type FlatBatch<'py> = (Bound<'py, PyArray1<Rank>>, Bound<'py, PyArray1<i64>>);
+
+fn flat_batch<'py>(
+    py: Python<'py>,
+    texts: &[PyBackedStr],
+    threads: usize,
+    f: impl Fn(&str) -> tokenmill_core::Result<Vec<Rank>> + Sync,
+) -> PyResult<FlatBatch<'py>> {
+    let (ids, offsets) = run(py, || {
+        let docs = par_map(texts, threads, |t| f(t));
+        let mut offsets = Vec::with_capacity(docs.len() + 1);
+        offsets.push(0i64);
+        let mut total = 0usize;
+        for doc in &docs {
+            total += doc.as_ref().map_or(0, Vec::len);
+            offsets.push(total as i64);
+        }
+        let mut ids = Vec::with_capacity(total);
+        for doc in docs {
+            ids.extend_from_slice(&doc?);
+        }
+        Ok((ids, offsets))
+    })?;
+    Ok((PyArray1::from_vec(py, ids), PyArray1::from_vec(py, offsets)))
+}
+
 #[pymethods]
 impl CoreBpe {
     #[new]
@@ -317,6 +343,35 @@ impl CoreBpe {
             |t| self.inner.encode(t, &allowed, &disallowed),
             |ids| self.ids_to_list(py, &ids),
         )
+    }
+
+    /// `encode_ordinary_batch` as one flat uint32 array plus offsets (document `i` is
+    /// `ids[offsets[i]:offsets[i + 1]]`), built entirely without the GIL and handed to numpy
+    /// without a copy: no Python object per token at all.
+    #[pyo3(signature = (texts, num_threads))]
+    fn encode_ordinary_batch_to_numpy<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<PyBackedStr>,
+        num_threads: usize,
+    ) -> PyResult<FlatBatch<'py>> {
+        flat_batch(py, &texts, num_threads, |t| self.inner.encode_ordinary(t))
+    }
+
+    /// `encode_batch` as one flat uint32 array plus offsets (see above).
+    #[pyo3(signature = (texts, allowed_special, disallowed_special, num_threads))]
+    fn encode_batch_to_numpy<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<PyBackedStr>,
+        allowed_special: &Bound<'py, PyAny>,
+        disallowed_special: &Bound<'py, PyAny>,
+        num_threads: usize,
+    ) -> PyResult<FlatBatch<'py>> {
+        let (allowed, disallowed) = filters(&self.inner, allowed_special, disallowed_special)?;
+        flat_batch(py, &texts, num_threads, |t| {
+            self.inner.encode(t, &allowed, &disallowed)
+        })
     }
 
     fn encode_with_unstable(
