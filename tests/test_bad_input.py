@@ -632,6 +632,42 @@ def test_long_runs_with_tails_match_references(
             assert [tuple(o) for o in g.offsets] == r.offsets, label
 
 
+# Alphabets whose random strings are one long pre-tokenizer piece that is not periodic (so
+# `bpe.rs` encodes it in overlapping chunks stitched at a shared token).
+RANDOM_PIECE_ALPHABETS = {
+    "ab": "ab",
+    "a-z": "abcdefghijklmnopqrstuvwxyz",
+    "mixed-case": "aAbBeEtTzZ",
+    "cyrillic": "абвгдежзийклмнопрстуфхцчшщыьэюя",
+    "cjk": "".join(chr(0x4E00 + i * 37) for i in range(60)),
+    "punct": "-=*#/.,;:!?()[]{}<>",
+    "spaces-tabs": " \t",
+}
+
+
+@pytest.mark.parametrize("alphabet", list(RANDOM_PIECE_ALPHABETS))
+def test_long_random_pieces_match_references(
+    alphabet: str, tm_cl100k_registry: Any, tt_cl100k: Any, hf_pairs: dict[str, tuple[Any, Any]]
+) -> None:
+    """Random single pieces of 8k-100k bytes against tiktoken and HF tokenizers (Llama-3, with
+    offsets)."""
+    chars = RANDOM_PIECE_ALPHABETS[alphabet]
+    rng = random.Random(len(chars))
+    ref_hf, lazy = hf_pairs["llama3"]
+    hf = lazy.get()
+    for _ in range(6):
+        n = rng.randrange(8_000, 100_000) // len(chars[0].encode())
+        text = "".join(rng.choice(chars) for _ in range(n))
+        label = f"{alphabet}: {len(text)} chars"
+        assert no_panic(lambda text=text: tm_cl100k_registry.encode_ordinary(text)) == (
+            tt_cl100k.encode_ordinary(text)
+        ), label
+        r = ref_hf.encode(text)
+        g = no_panic(lambda text=text: hf.encode(text))
+        assert g.ids == r.ids, label
+        assert [tuple(o) for o in g.offsets] == r.offsets, label
+
+
 def test_million_whitespace_hf(hf_pairs: dict[str, tuple[Any, Any]]) -> None:
     ref, lazy = hf_pairs["llama3"]
     got = lazy.get()

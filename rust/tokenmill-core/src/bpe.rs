@@ -34,6 +34,11 @@
 //! encodes to the chunk's tokens `k` times; the rest of the piece is encoded on its own and
 //! joined the same way. Any failed check falls back to the heap.
 //!
+//! Long pieces that are not periodic (a megabyte of random letters) use the same property
+//! differently ([`Bpe::merge_chunked`]): overlapping chunks are merged separately (each heap
+//! fits in cache) and joined at a token the two encodings share inside the overlap. Prefixes
+//! and suffixes of an encoding are encodings of their own bytes, so the join is exact.
+//!
 //! # Memo of merged pieces
 //! In multilingual text many pieces are words of several tokens (Cyrillic, Greek, CJK on
 //! cl100k), and the same words come back again and again. Merging one costs dozens of lookups
@@ -76,6 +81,12 @@ const MEMO_MAX_BYTES: usize = 1 << 20;
 
 /// Block size of decode's copies, and the padding at the end of the vocabulary's bytes.
 const DECODE_PAD: usize = 16;
+
+/// Pieces at least this long that are not periodic are merged in overlapping chunks
+/// ([`Bpe::merge_chunked`]) of this many bytes, overlapping by `CHUNK_OVERLAP`.
+const CHUNKED_MIN: usize = 8192;
+const CHUNK: usize = 4096;
+const CHUNK_OVERLAP: usize = 512;
 
 /// No merge for this pair.
 const NO_MERGE: u64 = u64::MAX;
@@ -605,10 +616,80 @@ impl Bpe {
         } else {
             let merged = self
                 .merge_periodic(&syms[start..])
+                .or_else(|| self.merge_chunked(&syms[start..], CHUNK, CHUNK_OVERLAP))
                 .unwrap_or_else(|| self.merge_large(&syms[start..]));
             syms.truncate(start);
             syms.extend(merged);
         }
+    }
+
+    /// Encodes a long piece as overlapping chunks stitched at a shared token, or returns `None`
+    /// where that does not apply. Chunk `k + 1` starts `overlap` bytes before chunk `k` ends;
+    /// where the two encodings have a token in common (same id on the same bytes), the first
+    /// encoding up to that token and the second from it on are both encodings of their own
+    /// bytes, so together they are the encoding of the whole (see "Long runs" above). Each
+    /// chunk's heap stays in cache, which the megabyte-long heap did not; when an overlap has no
+    /// token in common, the whole piece falls back to the heap.
+    /// `syms` are single bytes, so symbol and byte positions agree.
+    fn merge_chunked<S: Symbol>(&self, syms: &[S], chunk: usize, overlap: usize) -> Option<Vec<S>> {
+        let n = syms.len();
+        if n < CHUNKED_MIN || !self.complete_bytes || overlap >= chunk {
+            return None;
+        }
+        let token_len = |s: &S| {
+            let id = s.id() as usize;
+            (self.offsets[id + 1] - self.offsets[id]) as usize
+        };
+        let mut end = chunk.min(n);
+        let mut out = self.merge_large(&syms[..end]);
+        while end < n {
+            let start = end - overlap;
+            let stop = (end + chunk - overlap).min(n);
+            let next = self.merge_large(&syms[start..stop]);
+            // Start positions of the tokens that start inside the overlap, ascending: `out`'s
+            // (found backwards from `end`) and `next`'s (forwards from `start`).
+            let mut tail = Vec::new();
+            let mut at = end;
+            for (i, t) in out.iter().enumerate().rev() {
+                at -= token_len(t);
+                if at < start {
+                    break;
+                }
+                tail.push((at, i));
+            }
+            tail.reverse();
+            let mut head = Vec::new();
+            let mut at = start;
+            for (j, t) in next.iter().enumerate() {
+                if at >= end {
+                    break;
+                }
+                head.push((at, j));
+                at += token_len(t);
+            }
+            // The first token the two have in common: same start, same id (so same bytes).
+            let (mut a, mut b) = (0, 0);
+            let mut sync = None;
+            while a < tail.len() && b < head.len() {
+                let ((pa, i), (pb, j)) = (tail[a], head[b]);
+                if pa < pb {
+                    a += 1;
+                } else if pb < pa {
+                    b += 1;
+                } else if out[i].id() == next[j].id() {
+                    sync = Some((i, j));
+                    break;
+                } else {
+                    a += 1;
+                    b += 1;
+                }
+            }
+            let (i, j) = sync?;
+            out.truncate(i + 1);
+            out.extend_from_slice(&next[j + 1..]);
+            end = stop;
+        }
+        Some(out)
     }
 
     /// Whether `left right` is the encoding of its own bytes (merges only).
@@ -953,6 +1034,68 @@ mod tests {
         assert!(
             odd_taken * 4 > tried,
             "odd chunks taken {odd_taken} of {tried} times"
+        );
+    }
+
+    /// Long pieces stitched from overlapping chunks against the heap over the whole piece, with
+    /// chunk and overlap sizes from tiny (stitches everywhere, often no shared token) to the
+    /// real ones, on random vocabularies over few letters (many ways to merge).
+    #[test]
+    fn chunked_pieces_agree_with_heap() {
+        let mut state = 5u64;
+        let mut rand = |m: usize| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as usize % m
+        };
+        let (mut taken, mut tried) = (0, 0);
+        for round in 0..24 {
+            let letters: &[u8] = if round % 2 == 0 { b"abc" } else { b"abcdefgh" };
+            let mut v: Vec<(Vec<u8>, Rank)> = (0..=255u8).map(|b| (vec![b], b as Rank)).collect();
+            let mut seen = std::collections::HashSet::new();
+            while v.len() < 256 + 150 {
+                let len = 2 + rand(if round % 3 == 0 { 30 } else { 6 });
+                let t: Vec<u8> = (0..len).map(|_| letters[rand(letters.len())]).collect();
+                if seen.insert(t.clone()) {
+                    let r = v.len() as Rank;
+                    v.push((t, r));
+                }
+            }
+            let bpe = Bpe::from_ranks(v).unwrap();
+            for _ in 0..4 {
+                let n = CHUNKED_MIN + rand(12_000);
+                let piece: Vec<u8> = (0..n).map(|_| letters[rand(letters.len())]).collect();
+                let syms: Vec<Rank> = piece.iter().map(|&b| b as Rank).collect();
+                let heap = bpe.merge_large(&syms);
+                for (chunk, overlap) in [
+                    (CHUNK, CHUNK_OVERLAP),
+                    (40 + rand(200), 2 + rand(30)),
+                    (300 + rand(900), 16 + rand(100)),
+                ] {
+                    tried += 1;
+                    if let Some(fast) = bpe.merge_chunked(&syms, chunk, overlap) {
+                        taken += 1;
+                        assert_eq!(fast, heap, "chunk {chunk}, overlap {overlap}, {n} bytes");
+                    }
+                }
+                let spans: Vec<Span> = (0..n as u32)
+                    .map(|i| Span {
+                        id: piece[i as usize] as Rank,
+                        start: i,
+                        end: i + 1,
+                    })
+                    .collect();
+                let fast = bpe.merge_chunked(&spans, 100, 20);
+                if let Some(fast) = fast {
+                    assert_eq!(fast, bpe.merge_large(&spans));
+                }
+            }
+        }
+        // The stitching must actually run, or this compares the heap with itself.
+        assert!(
+            taken * 2 > tried,
+            "chunked path taken {taken} of {tried} times"
         );
     }
 
