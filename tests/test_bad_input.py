@@ -583,6 +583,17 @@ def test_long_uniform_runs(unit: str, tm_cl100k_registry: Any, tt_cl100k: Any) -
     assert got == exp, f"{unit!r} run: len {len(got)} vs {len(exp)}"
 
 
+def _assert_matches_references(
+    text: str, label: str, tm: Any, tt: Any, hf_ref: Any, hf: Any
+) -> None:
+    """tokenmill's cl100k ids equal tiktoken's, and its Llama-3 ids and offsets equal HF's."""
+    assert no_panic(lambda: tm.encode_ordinary(text)) == tt.encode_ordinary(text), label
+    r = hf_ref.encode(text)
+    g = no_panic(lambda: hf.encode(text))
+    assert g.ids == r.ids, label
+    assert [tuple(o) for o in g.offsets] == r.offsets, label
+
+
 # Units whose runs are one long pre-tokenizer piece (so the run-length shortcut in
 # `bpe.rs` applies), each with characters that may follow in the same piece.
 RUN_UNITS = {
@@ -623,13 +634,7 @@ def test_long_runs_with_tails_match_references(
         tail = "".join(rng.choice(RUN_UNITS[unit]) for _ in range(rng.choice([0, 1, 2, 7, 300])))
         for text in (unit * reps + tail, tail[:1] + unit * reps):
             label = f"{unit!r}*{reps} + {len(tail)} tail chars"
-            assert no_panic(lambda text=text: tm_cl100k_registry.encode_ordinary(text)) == (
-                tt_cl100k.encode_ordinary(text)
-            ), label
-            r = ref_hf.encode(text)
-            g = no_panic(lambda text=text: hf.encode(text))
-            assert g.ids == r.ids, label
-            assert [tuple(o) for o in g.offsets] == r.offsets, label
+            _assert_matches_references(text, label, tm_cl100k_registry, tt_cl100k, ref_hf, hf)
 
 
 # Alphabets whose random strings are one long pre-tokenizer piece that is not periodic (so
@@ -659,13 +664,7 @@ def test_long_random_pieces_match_references(
         n = rng.randrange(8_000, 100_000) // len(chars[0].encode())
         text = "".join(rng.choice(chars) for _ in range(n))
         label = f"{alphabet}: {len(text)} chars"
-        assert no_panic(lambda text=text: tm_cl100k_registry.encode_ordinary(text)) == (
-            tt_cl100k.encode_ordinary(text)
-        ), label
-        r = ref_hf.encode(text)
-        g = no_panic(lambda text=text: hf.encode(text))
-        assert g.ids == r.ids, label
-        assert [tuple(o) for o in g.offsets] == r.offsets, label
+        _assert_matches_references(text, label, tm_cl100k_registry, tt_cl100k, ref_hf, hf)
 
 
 def test_million_whitespace_hf(hf_pairs: dict[str, tuple[Any, Any]]) -> None:

@@ -963,17 +963,21 @@ mod tests {
         assert_eq!(out.len(), 751);
     }
 
-    /// Long periodic pieces (the run-length shortcut) against the heap on random vocabularies
-    /// whose tokens are built from the same few letters, so runs merge in many ways.
-    #[test]
-    fn periodic_runs_agree_with_heap() {
-        let mut state = 99u64;
-        let mut rand = |m: usize| {
+    /// A seeded generator of numbers below `m`, for reproducible random inputs.
+    fn lcg(mut state: u64) -> impl FnMut(usize) -> usize {
+        move |m| {
             state = state
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             (state >> 33) as usize % m
-        };
+        }
+    }
+
+    /// Long periodic pieces (the run-length shortcut) against the heap on random vocabularies
+    /// whose tokens are built from the same few letters, so runs merge in many ways.
+    #[test]
+    fn periodic_runs_agree_with_heap() {
+        let mut rand = lcg(99);
         let (mut taken, mut odd_taken, mut tried) = (0, 0, 0);
         for _ in 0..30 {
             let mut v: Vec<(Vec<u8>, Rank)> = (0..=255u8).map(|b| (vec![b], b as Rank)).collect();
@@ -1042,13 +1046,7 @@ mod tests {
     /// real ones, on random vocabularies over few letters (many ways to merge).
     #[test]
     fn chunked_pieces_agree_with_heap() {
-        let mut state = 5u64;
-        let mut rand = |m: usize| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 33) as usize % m
-        };
+        let mut rand = lcg(5);
         let (mut taken, mut tried) = (0, 0);
         for round in 0..24 {
             let letters: &[u8] = if round % 2 == 0 { b"abc" } else { b"abcdefgh" };
