@@ -31,9 +31,9 @@ _CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], np.ndarray]] = (
 #: Tree sizes at which the curve is measured; in between it is interpolated linearly.
 _POINTS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 80, 96, 128)
 
-#: Version of what a saved curve measures; bumped when the measurement changes (2: the
-#: verification work is the Rust pass over the logits on the CPU).
-_FORMAT = 2
+#: Version of what a saved curve measures; bumped when the measurement changes (2, 3: the
+#: verification work is the Rust pass over the logits on the CPU; the least time of rounds).
+_FORMAT = 3
 
 #: Environment variable naming the directory of saved cost curves.
 CACHE_ENV = "TOKENMILL_SPECULATIVE_DIR"
@@ -150,8 +150,9 @@ def measure_cost_curve(
     repeats: int = 5,
     persist: bool = True,
 ) -> np.ndarray:
-    """`costs[n - 1]`: median seconds of a forward over an n-node chain after `prefix_len`
-    cached tokens plus the verification work on its logits, for n = 1..max_nodes. Cached per
+    """`costs[n - 1]`: seconds (the least of `repeats` rounds) of a forward over an n-node
+    chain after `prefix_len` cached tokens plus the verification work on its logits, for
+    n = 1..max_nodes. Cached per
     model, device, dtype and threads in memory and, with `persist`, on disk under `cache_dir()`
     (keyed by the model's configuration, device, dtype, threads and library versions)."""
     per_model = _CACHE.setdefault(model, {})
@@ -195,19 +196,25 @@ def _measure(
     # over each distinct tree token's row, the argmax at the visited nodes), so it is part of
     # the cost; a speculator holding the measured chain does exactly that work.
     spec = Speculator(info.vocab_size, [("recycling", 1.0)])
+    inputs = []
+    for n in points:
+        depths = np.arange(n)
+        ancestors = np.tril(np.ones((n, n), dtype=bool))
+        mask = None if n == 1 else tree_mask(ancestors, depths, prefix_len, info)
+        ids = torch.randint(0, info.vocab_size, (1, n), generator=gen).to(info.device)
+        pos = torch.from_numpy(prefix_len + depths)[None].to(info.device)
+        inputs.append((n, ids, pos, mask))
     cache = transformers.DynamicCache()
-    times: list[float] = []
+    samples: list[list[float]] = [[] for _ in points]
     with torch.inference_mode():
         model(input_ids=prefix, past_key_values=cache, use_cache=True)
-        for n in points:
-            depths = np.arange(n)
-            ancestors = np.tril(np.ones((n, n), dtype=bool))
-            mask = None if n == 1 else tree_mask(ancestors, depths, prefix_len, info)
-            ids = torch.randint(0, info.vocab_size, (1, n), generator=gen).to(info.device)
-            pos = torch.from_numpy(prefix_len + depths)[None].to(info.device)
-            spec.set_tree(ids[0].cpu().numpy(), np.arange(-1, n - 1, dtype=np.int64))
-            samples = []
-            for r in range(repeats + 1):
+        # Rounds over all sizes rather than all repeats of one size after another, and the
+        # minimum per size: on a machine shared with other work a burst of load then slows one
+        # sample of each size instead of every sample of a few sizes, which would bend the
+        # curve (and a bent curve is saved on disk for later processes).
+        for r in range(repeats + 1):
+            for i, (n, ids, pos, mask) in enumerate(inputs):
+                spec.set_tree(ids[0].cpu().numpy(), np.arange(-1, n - 1, dtype=np.int64))
                 if info.device.type == "cuda":
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
@@ -232,9 +239,9 @@ def _measure(
                     torch.exp(top.values - torch.logsumexp(logits, -1, keepdim=True)).cpu()
                 if info.device.type == "cuda":
                     torch.cuda.synchronize()
-                if r > 0:  # the first run warms caches and allocators up
-                    samples.append(time.perf_counter() - t0)
+                if r > 0:  # the first round warms caches and allocators up
+                    samples[i].append(time.perf_counter() - t0)
                 compact_cache(cache, prefix_len, [])
-            times.append(float(np.median(samples)))
+    times = [min(s) for s in samples]
     # Costs cannot decrease with n; measurement noise can make them look so.
     return np.interp(np.arange(1, max_nodes + 1), points, np.maximum.accumulate(times))
