@@ -55,6 +55,19 @@ def _key(info: ModelInfo, max_nodes: int, prefix_len: int) -> tuple[Any, ...]:
     return (str(info.device), str(info.dtype), torch.get_num_threads(), max_nodes, prefix_len)
 
 
+def _cpu_name() -> str:
+    """The CPU model (a home directory shared by different machines must not share curves);
+    `platform.processor()` is empty on Linux, so /proc/cpuinfo is read there."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _disk_key(model: Any, info: ModelInfo, max_nodes: int, prefix_len: int) -> dict[str, Any]:
     """Everything the curve depends on: the architecture (the config, not the weights: cost does
     not depend on their values), attention kernel, device and its model, dtype, threads and
@@ -73,7 +86,7 @@ def _disk_key(model: Any, info: ModelInfo, max_nodes: int, prefix_len: int) -> d
     if device.type == "cuda":
         device_name = torch.cuda.get_device_name(device)
     else:
-        device_name = platform.processor() or platform.machine()
+        device_name = _cpu_name()
     return {
         "format": _FORMAT,
         "model_type": model.config.model_type,
