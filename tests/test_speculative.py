@@ -9,6 +9,7 @@ then asserted equal token for token, without exceptions.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from typing import Any
 
@@ -28,9 +29,11 @@ ARCHS = ("llama", "qwen2", "mistral", "gpt2")
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> Any:
+def _one_thread(tmp_path: Any, monkeypatch: Any) -> Any:
     old = torch.get_num_threads()
     torch.set_num_threads(1)
+    # Cost curves measured by the tests are saved here, not in the user's cache.
+    monkeypatch.setenv(sp._budget.CACHE_ENV, str(tmp_path / "speculative-cache"))
     yield
     torch.set_num_threads(old)
 
@@ -415,3 +418,85 @@ def test_cost_curve_is_measured_once_per_model() -> None:
     a = sp.measure_cost_curve(model, info, max_nodes=8, repeats=1)
     b = sp.measure_cost_curve(model, info, max_nodes=8, repeats=1)
     assert a is b
+
+
+def test_cost_curve_is_saved_reused_and_remeasured_when_corrupt(monkeypatch: Any) -> None:
+    """A later process (here: a fresh model object of the same configuration) reads the
+    saved curve instead of measuring; a corrupt or mismatched file is ignored with a warning,
+    measured again and overwritten."""
+    budget = sp._budget
+    model = _model("llama")
+    info = inspect_model(model, 256)
+    a = sp.measure_cost_curve(model, info, max_nodes=8, repeats=1)
+    files = list(budget.cache_dir().glob("cost-llama-*.json"))
+    assert len(files) == 1
+    measured: list[int] = []
+    real = budget._measure
+
+    def counting(*args: Any, **kw: Any) -> Any:
+        measured.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(budget, "_measure", counting)
+    # Same configuration, new object (nothing in memory): read from disk.
+    b = sp.measure_cost_curve(_model("llama"), info, max_nodes=8, repeats=1)
+    np.testing.assert_array_equal(a, b)
+    assert measured == []
+    # Another configuration gets its own file.
+    other = _model("llama", vocab=32)
+    sp.measure_cost_curve(other, inspect_model(other, 256), max_nodes=8, repeats=1)
+    assert measured == [1] and len(list(budget.cache_dir().glob("cost-llama-*.json"))) == 2
+    for corrupt in ("{not json", '{"key": null, "costs": [1]}'):
+        files[0].write_text(corrupt)
+        with pytest.warns(UserWarning, match="ignoring the saved cost curve"):
+            c = sp.measure_cost_curve(_model("llama"), info, max_nodes=8, repeats=1)
+        assert c.shape == (8,) and (c > 0).all()
+        assert budget._load(files[0], budget._disk_key(model, info, 8, 128), 8) is not None
+    assert measured == [1, 1, 1]
+    # A curve whose values are not a valid cost curve is rejected too.
+    data = json.loads(files[0].read_text())
+    data["costs"][3] = -1.0
+    files[0].write_text(json.dumps(data))
+    with pytest.warns(UserWarning, match="non-decreasing"):
+        sp.measure_cost_curve(_model("llama"), info, max_nodes=8, repeats=1)
+    # Turned off, nothing is read or written.
+    files[0].unlink()
+    sp.measure_cost_curve(_model("llama"), info, max_nodes=8, repeats=1, persist=False)
+    assert not files[0].exists()
+
+
+def test_logits_paths_equal_torch_reductions(monkeypatch: Any) -> None:
+    """On the CPU, Rust reads the logits in place for the argmax and Token Recycling's top-k;
+    the result equals torch's argmax (ties and NaN included) and the torch path's top-k (ids
+    equal, probabilities to float32 precision)."""
+    rng = np.random.default_rng(4)
+    s = Speculator(16, [("lookup", 1.0), ("recycling", 1.0)], k=3)
+    # Token 2 at two nodes: only the last one's row is recycled.
+    tokens = np.array([1, 2, 3, 5, 4, 2], dtype=np.int64)
+    s.set_tree(tokens, np.array([-1, 0, 1, 0, 3, 4], dtype=np.int64))
+    for _ in range(200):
+        logits = rng.integers(0, 4, (6, 16)).astype(np.float32)  # ties everywhere
+        if rng.random() < 0.2:
+            logits[rng.integers(0, 6), rng.integers(0, 16)] = np.nan
+        argmax = torch.from_numpy(logits).argmax(-1).numpy()
+        assert s.verify_greedy_logits(logits) == s.verify_greedy(argmax)
+        # Non-contiguous input is accepted (copied).
+        wide = np.repeat(logits, 2, axis=1)[:, ::2]
+        assert s.verify_greedy_logits(wide) == s.verify_greedy(argmax)
+    with pytest.raises(ValueError, match="logits"):
+        s.verify_greedy_logits(np.zeros((5, 16), dtype=np.float32))
+    with pytest.raises(ValueError, match="parent"):
+        s.set_tree(tokens, np.array([-1, 0, 5, 0, 3, 4], dtype=np.int64))
+    # End to end: the same decoding through both paths gives the same output and adjacency.
+    model = _model("llama")
+    prompt = torch.tensor([[5, 6, 7, 5, 6, 9, 5, 6, 7]])
+    d_rust = sp.Drafter(64, ("recycling", "lookup"), k=4)
+    d_torch = sp.Drafter(64, ("recycling", "lookup"), k=4)
+    r = sp.generate(model, prompt, max_new_tokens=30, drafter=d_rust, tree_budget=12)
+    monkeypatch.setattr(sp, "_TORCH_REDUCTIONS", True)
+    t = sp.generate(model, prompt, max_new_tokens=30, drafter=d_torch, tree_budget=12)
+    assert r.tokens == t.tokens and r.stats.tree_sizes == t.stats.tree_sizes
+    ids_r, probs_r = d_rust._spec.adjacency()
+    ids_t, probs_t = d_torch._spec.adjacency()
+    np.testing.assert_array_equal(ids_r, ids_t)
+    np.testing.assert_allclose(probs_r, probs_t, rtol=1e-5, atol=1e-7)

@@ -30,8 +30,9 @@ def _load(name: str) -> tuple[Any, Any]:
 
 
 @pytest.mark.parametrize("name", ["code-a", "code-b"])
-def test_greedy_identical_on_trained_models(name: str) -> None:
+def test_greedy_identical_on_trained_models(name: str, tmp_path: Any, monkeypatch: Any) -> None:
     torch.set_num_threads(1)
+    monkeypatch.setenv(sp._budget.CACHE_ENV, str(tmp_path))  # not the user's cache
     model, tok = _load(name)
     texts = [t for _, t in heldout_texts() if len(t) > 3000][:6]
     prompts: list[list[int]] = []

@@ -46,6 +46,9 @@ __all__ = [
 ]
 
 DRAFTERS = ("recycling", "lookup", "trigram")
+#: Take the argmax and Token Recycling's top-k with torch ops even on the CPU (the path used on
+#: GPUs); for tests that compare both paths.
+_TORCH_REDUCTIONS = False
 #: Largest tree the automatic budget considers.
 AUTO_MAX_NODES = 64
 
@@ -302,6 +305,7 @@ def generate(
         )
     stats = Stats()
     device = info.device
+    host = device.type == "cpu" and not _TORCH_REDUCTIONS
     prompt_t = torch.tensor([prompt], dtype=torch.long)
     if streamer is not None:
         streamer.put(prompt_t)
@@ -338,25 +342,39 @@ def generate(
                 past_key_values=cache,
                 use_cache=True,
             )
-            logits = out.logits[0]
+            # float32 as in `model.generate`, so that argmax ties break the same way (a no-op
+            # for a float32 model).
+            logits = out.logits[0].float()
+            # On the CPU, Rust reads the logits in place (`numpy()` shares the tensor's memory):
+            # the argmax only at the nodes the greedy walk reaches and Token Recycling's top-k
+            # once per distinct tree token, in one pass each instead of three torch reductions
+            # over every node's row. On a GPU the reductions stay there and only their small
+            # results cross.
+            rows = logits.numpy() if host else None
             t3 = time.perf_counter()
             if do_sample:
-                scores_t = logits.float()
+                scores_t = logits
                 for w in warpers:
                     scores_t = w(None, scores_t)
                 probs = torch.softmax(scores_t, dim=-1).cpu().numpy()
                 uniforms = torch.rand(n + 1, generator=generator, dtype=torch.float64).numpy()
                 t4 = time.perf_counter()
                 nodes, step_tokens = spec.verify_sample(probs, uniforms)
+            elif rows is not None:
+                t4 = t3
+                nodes, step_tokens = spec.verify_greedy_logits(rows)
             else:
-                # float32 as in `model.generate`, so that argmax ties break the same way.
-                argmax = logits.float().argmax(dim=-1).cpu().numpy()
+                argmax = logits.argmax(dim=-1).cpu().numpy()
                 t4 = time.perf_counter()
                 nodes, step_tokens = spec.verify_greedy(argmax)
             t5 = time.perf_counter()
-            if recycling:
-                top = torch.topk(logits.float(), d.k, dim=-1)
-                top_p_ = torch.exp(top.values - torch.logsumexp(logits.float(), -1, keepdim=True))
+            if recycling and rows is not None:
+                t6 = t5
+                spec.recycle_logits(rows)
+                t7 = time.perf_counter()
+            elif recycling:
+                top = torch.topk(logits, d.k, dim=-1)
+                top_p_ = torch.exp(top.values - torch.logsumexp(logits, -1, keepdim=True))
                 t6 = time.perf_counter()
                 spec.update_adjacency(top.indices.cpu().numpy(), top_p_.cpu().numpy())
                 t7 = time.perf_counter()

@@ -92,18 +92,22 @@ def tree_mask(ancestors: np.ndarray, depths: np.ndarray, prefix_len: int, info: 
     import torch
 
     n = ancestors.shape[0]
+    mask = torch.zeros((1, 1, n, prefix_len + n), dtype=info.dtype, device=info.device)
+    if info.window is None:
+        # Every node sees the whole prefix: only the n x n tree block needs filling.
+        blocked = torch.from_numpy(~ancestors).to(info.device)
+        mask[0, 0, :, prefix_len:].masked_fill_(blocked, torch.finfo(info.dtype).min)
+        return mask
     allowed = np.ones((n, prefix_len + n), dtype=bool)
     allowed[:, prefix_len:] = ancestors
-    if info.window is not None:
-        # Query position q (= prefix_len + depth) sees key position k iff k > q - window; the
-        # tree's own keys are ancestors, at most `depth` positions back, so only prefix columns
-        # and deep trees with a window smaller than the depth need it.
-        q = prefix_len + depths[:, None]
-        kpos = np.arange(prefix_len)[None, :]
-        allowed[:, :prefix_len] &= kpos > q - info.window
-        tree_pos = prefix_len + depths[None, :]
-        allowed[:, prefix_len:] &= tree_pos > q - info.window
-    mask = torch.zeros((1, 1, n, prefix_len + n), dtype=info.dtype, device=info.device)
+    # Query position q (= prefix_len + depth) sees key position k iff k > q - window; the tree's
+    # own keys are ancestors, at most `depth` positions back, so only prefix columns and deep
+    # trees with a window smaller than the depth need it.
+    q = prefix_len + depths[:, None]
+    kpos = np.arange(prefix_len)[None, :]
+    allowed[:, :prefix_len] &= kpos > q - info.window
+    tree_pos = prefix_len + depths[None, :]
+    allowed[:, prefix_len:] &= tree_pos > q - info.window
     blocked = torch.from_numpy(~allowed).to(info.device)
     mask[0, 0].masked_fill_(blocked, torch.finfo(info.dtype).min)
     return mask
@@ -115,21 +119,20 @@ def compact_cache(cache: Any, prefix_len: int, nodes: list[int]) -> None:
     import torch
 
     keep = len(nodes)
-    if nodes == list(range(keep)):
-        # The accepted path is the first nodes in order (always so for a chain): a slice. (Not
-        # `cache.crop`, whose argument changed meaning within transformers 5.x.)
-        end = prefix_len + keep
+    end = prefix_len + keep
+    if nodes != list(range(keep)):
+        # Only the accepted nodes move: gather them (a few positions) and write them right
+        # after the prefix, rather than gathering the whole prefix into a new tensor every step.
+        # In place is safe: every forward leaves each layer a fresh tensor (`torch.cat` of the
+        # old cache and the new keys), which nothing else refers to; the gather on the right
+        # is materialised before the write.
+        src = torch.tensor(
+            [prefix_len + i for i in nodes], dtype=torch.long, device=cache.layers[0].keys.device
+        )
         for layer in cache.layers:
-            layer.keys = layer.keys[:, :, :end]
-            layer.values = layer.values[:, :, :end]
-        return
-    device = cache.layers[0].keys.device
-    idx = torch.cat(
-        [
-            torch.arange(prefix_len, device=device),
-            prefix_len + torch.tensor(nodes, dtype=torch.long, device=device),
-        ]
-    )
+            layer.keys[:, :, prefix_len:end] = layer.keys.index_select(2, src)
+            layer.values[:, :, prefix_len:end] = layer.values.index_select(2, src)
+    # Then a slice. (Not `cache.crop`, whose argument changed meaning within transformers 5.x.)
     for layer in cache.layers:
-        layer.keys = layer.keys.index_select(2, idx)
-        layer.values = layer.values.index_select(2, idx)
+        layer.keys = layer.keys[:, :, :end]
+        layer.values = layer.values[:, :, :end]

@@ -40,6 +40,33 @@ fn verified(v: &Verified, tree: &core::DraftTree) -> (Vec<usize>, Vec<Rank>) {
     (v.nodes.clone(), v.new_tokens(tree))
 }
 
+/// Runs `f` on a numpy array's buffer without copying it (torch hands its logits over through
+/// `Tensor.numpy()`, which shares memory). Unlike `crate::run`, the GIL stays held: released,
+/// another Python thread could write the tensor while Rust reads it. The work is a fraction of
+/// a millisecond, so holding it costs nothing. Panics become `RuntimeError`s, as in `run`.
+fn on_buffer<T, R>(
+    a: &PyReadonlyArray2<'_, T>,
+    f: impl FnOnce(&[T]) -> tokenmill_core::Result<R>,
+) -> PyResult<R>
+where
+    T: numpy::Element + Clone,
+{
+    let view = a.as_array();
+    let owned;
+    let data = match view.as_slice() {
+        Some(s) => s,
+        None => {
+            // Not C-contiguous (a strided view): one copy.
+            owned = view.iter().cloned().collect::<Vec<T>>();
+            &owned
+        }
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(data))) {
+        Ok(r) => r.map_err(errors::to_py),
+        Err(panic) => Err(errors::internal(panic)),
+    }
+}
+
 /// Drafting and verification state of one decoding session (plus the adjacency matrix and
 /// tri-gram table, which persist across sessions).
 #[pyclass(module = "tokenmill._core", frozen)]
@@ -155,6 +182,19 @@ impl Speculator {
         ))
     }
 
+    /// Sets the current tree from `tokens` and `parents` (root first, its parent ignored; every
+    /// parent before its children; siblings distinct) instead of drafting it.
+    fn set_tree(
+        &self,
+        tokens: PyReadonlyArray1<'_, i64>,
+        parents: PyReadonlyArray1<'_, i64>,
+    ) -> PyResult<()> {
+        let tokens = ids_from_i64(tokens.as_array().iter().copied(), "set_tree")?;
+        let parents = parents.as_array().to_vec();
+        let tree = core::DraftTree::from_parents(&tokens, &parents).map_err(errors::to_py)?;
+        self.lock()?.set_tree(tree).map_err(errors::to_py)
+    }
+
     /// Token Recycling's update: the rows of the tree's tokens become the target's top-k
     /// (`ids`, `probs`: n x width) at their nodes.
     fn update_adjacency(
@@ -186,11 +226,37 @@ impl Speculator {
         })
     }
 
+    /// Greedy verification from the target's float32 logits (n x vocab, e.g. `tensor.numpy()`,
+    /// read in place): (accepted node indices from the root, new tokens). The argmax follows
+    /// torch's rule (first maximum; a NaN counts as the largest) at the nodes the walk reaches.
+    fn verify_greedy_logits(
+        &self,
+        logits: PyReadonlyArray2<'_, f32>,
+    ) -> PyResult<(Vec<usize>, Vec<Rank>)> {
+        let guard = self.lock()?;
+        let s = &*guard;
+        on_buffer(&logits, |l| {
+            let v = s.verify_greedy_logits(l)?;
+            let tree = s.tree().ok_or_else(|| {
+                Error::InvalidArgument("no draft tree: call draft() first".into())
+            })?;
+            Ok(verified(&v, tree))
+        })
+    }
+
+    /// Token Recycling's update from the target's raw float32 logits (n x vocab, read in
+    /// place): every tree token's row becomes the top-k (with softmax probabilities) at its
+    /// last node.
+    fn recycle_logits(&self, logits: PyReadonlyArray2<'_, f32>) -> PyResult<()> {
+        let mut guard = self.lock()?;
+        let s = &mut *guard;
+        on_buffer(&logits, |l| s.recycle_logits(l))
+    }
+
     /// Lossless sampling verification; `probs`: n x vocab processed target distributions,
     /// `uniforms`: at least n + 1 draws from U[0, 1).
     fn verify_sample(
         &self,
-        py: Python<'_>,
         probs: PyReadonlyArray2<'_, f32>,
         uniforms: PyReadonlyArray1<'_, f64>,
     ) -> PyResult<(Vec<usize>, Vec<Rank>)> {
@@ -203,14 +269,11 @@ impl Speculator {
                 s.vocab()
             ))));
         }
-        let probs = probs.as_array();
-        let probs: Vec<f32> = match probs.as_slice() {
-            Some(p) => p.to_vec(),
-            None => probs.iter().copied().collect(),
-        };
         let uniforms = uniforms.as_array().to_vec();
-        crate::run(py, || {
-            let v = s.verify_sample(&probs, &uniforms)?;
+        // The probabilities are read in place (n x vocab floats; copying them cost more than
+        // the verification itself).
+        on_buffer(&probs, |p| {
+            let v = s.verify_sample(p, &uniforms)?;
             Ok(verified(&v, s.tree().expect("verified a tree")))
         })
     }

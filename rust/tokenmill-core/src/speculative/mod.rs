@@ -13,6 +13,7 @@
 //! what the model produced (argmaxes, top-k, probabilities).
 
 pub mod drafters;
+pub mod logits;
 pub mod speculator;
 pub mod tree;
 pub mod verify;

@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::Rank;
 
 use super::drafters::{Adjacency, Propose, SuffixIndex, Trigram};
+use super::logits;
 use super::tree::{build_dynamic, build_static, default_template, DraftTree, TreeLimits};
 use super::verify::{self, Verified};
 
@@ -200,6 +201,14 @@ impl Speculator {
         Ok(self.tree.insert(tree))
     }
 
+    /// Makes `tree` the current step's tree (instead of drafting one): for measuring the
+    /// verification work on a given shape, and for tests.
+    pub fn set_tree(&mut self, tree: DraftTree) -> Result<()> {
+        self.check_tokens(&tree.tokens)?;
+        self.tree = Some(tree);
+        Ok(())
+    }
+
     fn current(&self) -> Result<&DraftTree> {
         self.tree
             .as_ref()
@@ -232,6 +241,66 @@ impl Speculator {
 
     pub fn verify_greedy(&self, argmax: &[Rank]) -> Result<Verified> {
         verify::verify_greedy(self.current()?, argmax)
+    }
+
+    /// Checks that `logits` is `(tree nodes) x vocab`, row-major.
+    fn logits_rows(&self, logits: &[f32]) -> Result<(&DraftTree, usize)> {
+        let tree = self.current()?;
+        let n = tree.len();
+        if logits.len() != n * self.vocab {
+            return Err(Error::InvalidArgument(format!(
+                "logits must be (tree nodes = {n}) x (vocab = {}), got {} values",
+                self.vocab,
+                logits.len()
+            )));
+        }
+        Ok((tree, self.vocab))
+    }
+
+    /// Greedy verification straight from the target's float32 logits (`n x vocab`): the
+    /// argmax (torch's rule) is taken only at the nodes the walk reaches.
+    pub fn verify_greedy_logits(&self, logits: &[f32]) -> Result<Verified> {
+        let (tree, v) = self.logits_rows(logits)?;
+        let mut nodes = vec![0];
+        let mut cur = 0;
+        loop {
+            let best = logits::argmax(&logits[cur * v..(cur + 1) * v]) as Rank;
+            match tree.child_with(cur, best) {
+                Some(next) => {
+                    nodes.push(next);
+                    cur = next;
+                }
+                None => return Ok(Verified { nodes, bonus: best }),
+            }
+        }
+    }
+
+    /// Token Recycling's update straight from the target's logits (`n x vocab`, before any
+    /// sampling warpers): the row of every token in the tree becomes the top-k at its node.
+    /// Only the last node holding a token is read, since its row overwrites the others' (the
+    /// result equals `update_adjacency` over all nodes in order).
+    pub fn recycle_logits(&mut self, logits: &[f32]) -> Result<()> {
+        let (tree, v) = self.logits_rows(logits)?;
+        let k = self.adjacency.k();
+        // Last node of each distinct token, in node order.
+        let mut last: Vec<(Rank, usize)> = tree
+            .tokens
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| (t, i))
+            .collect();
+        last.sort_unstable_by_key(|&(t, i)| (t, std::cmp::Reverse(i)));
+        last.dedup_by_key(|&mut (t, _)| t);
+        let (mut ids, mut probs) = (Vec::with_capacity(k), Vec::with_capacity(k));
+        let mut rows = Vec::with_capacity(last.len());
+        for &(t, i) in &last {
+            logits::top_k_probs(&logits[i * v..(i + 1) * v], k, &mut ids, &mut probs);
+            rows.push((t, ids.clone(), probs.clone()));
+        }
+        for (t, ids, probs) in rows {
+            self.adjacency.set_row(t, &ids, &probs)?;
+        }
+        Ok(())
     }
 
     pub fn verify_sample(&self, probs: &[f32], uniforms: &[f64]) -> Result<Verified> {
@@ -280,6 +349,51 @@ mod tests {
         // Costs that make drafts unprofitable cut the tree to its root.
         let t = s.draft(2, Some(&[1.0, 10.0, 20.0]), 1.0).unwrap();
         assert_eq!(t.len(), 1);
+    }
+
+    /// The logits paths give what the array paths give with an argmax and top-k computed
+    /// naively (repeated tokens in the tree included).
+    #[test]
+    fn logits_paths_match_the_array_paths() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let all = [
+            (DrafterKind::Recycling, 1.0),
+            (DrafterKind::Lookup, 1.0),
+            (DrafterKind::Trigram, 1.0),
+        ];
+        let vocab = 12;
+        let mut a = Speculator::new(vocab, &all, 3, 4, 6, 3, false).unwrap();
+        let prompt: Vec<Rank> = (0..40).map(|_| rng.random_range(0..4)).collect();
+        a.start(&prompt).unwrap();
+        let mut b = a.clone();
+        for _ in 0..30 {
+            let n = a.draft(16, None, 1.0).unwrap().len();
+            assert_eq!(b.draft(16, None, 1.0).unwrap().len(), n);
+            // Coarse logits: ties are common.
+            let logits: Vec<f32> = (0..n * vocab)
+                .map(|_| rng.random_range(0..5) as f32)
+                .collect();
+            let rows: Vec<&[f32]> = logits.chunks(vocab).collect();
+            let argmax: Vec<Rank> = rows.iter().map(|r| logits::argmax(r) as Rank).collect();
+            let va = a.verify_greedy_logits(&logits).unwrap();
+            assert_eq!(va, b.verify_greedy(&argmax).unwrap());
+            let (mut ids, mut probs) = (Vec::new(), Vec::new());
+            let (mut all_ids, mut all_probs) = (Vec::new(), Vec::new());
+            for r in &rows {
+                logits::top_k_probs(r, 3, &mut ids, &mut probs);
+                all_ids.extend(&ids);
+                all_probs.extend(&probs);
+            }
+            a.recycle_logits(&logits).unwrap();
+            b.update_adjacency(&all_ids, &all_probs, 3).unwrap();
+            assert_eq!(a.adjacency(), b.adjacency());
+            let new = va.new_tokens(a.tree().unwrap());
+            a.accept(&new).unwrap();
+            b.accept(&new).unwrap();
+        }
+        assert!(a.verify_greedy_logits(&[0.0; 5]).is_err());
+        assert!(a.recycle_logits(&[0.0; 5]).is_err());
     }
 
     #[test]

@@ -1,0 +1,249 @@
+//! What a step needs from the target's logits, computed in one place straight from the
+//! logits buffer (handed over from torch without a copy): the argmax at the nodes greedy
+//! verification visits, and Token Recycling's top-k candidates with their softmax
+//! probabilities.
+//!
+//! Done with torch ops, this was the largest per-step cost outside the forward: argmax, top-k
+//! and logsumexp over every node's row are three full passes each with its own dispatch, plus
+//! numpy round trips (about 2 ms for a 64-node tree over a 4k vocabulary on one CPU thread).
+//! Here greedy verification reads a row only when the walk reaches its node (a handful of the
+//! tree's nodes), and the top-k is computed once per distinct token of the tree (Token
+//! Recycling overwrites a token's row at each node holding it, so only its last node counts).
+//!
+//! Exactness: the argmax must be torch's (greedy output must equal `model.generate`'s, which
+//! takes `torch.argmax` over float32 logits): the first index of the maximum, a NaN counting as
+//! greater than any number (the first NaN wins). The probabilities stored in the adjacency
+//! matrix are only drafting scores (they order and size draft trees, never decide what is
+//! output), so the softmax normaliser uses a fast `exp` accurate to a few float32 ulps.
+
+use crate::Rank;
+
+/// Lanes of the vectorisable loops (two SSE / one AVX register of f32).
+const LANES: usize = 8;
+
+/// The row's maximum and whether it holds a NaN, in one vectorisable pass.
+fn max_and_nan(row: &[f32]) -> (f32, bool) {
+    let mut m = [f32::NEG_INFINITY; LANES];
+    let mut nan = [false; LANES];
+    let chunks = row.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..LANES {
+            // A select rather than `f32::max` (whose NaN rule blocks vectorisation); NaNs are
+            // tracked separately.
+            m[l] = if c[l] > m[l] { c[l] } else { m[l] };
+            nan[l] |= c[l].is_nan();
+        }
+    }
+    let mut best = f32::NEG_INFINITY;
+    let mut any_nan = false;
+    for l in 0..LANES {
+        best = if m[l] > best { m[l] } else { best };
+        any_nan |= nan[l];
+    }
+    for &x in rest {
+        best = if x > best { x } else { best };
+        any_nan |= x.is_nan();
+    }
+    (best, any_nan)
+}
+
+/// `torch.argmax` of one row: the first index of the maximum; with NaNs, the first NaN. An
+/// empty row gives 0.
+pub fn argmax(row: &[f32]) -> usize {
+    let (m, nan) = max_and_nan(row);
+    if nan {
+        return row.iter().position(|x| x.is_nan()).unwrap_or(0);
+    }
+    // `m` is one of the row's values (or -inf for an all -inf row, which `==` finds at 0).
+    row.iter().position(|&x| x == m).unwrap_or(0)
+}
+
+/// e^x for x <= 0 (x below -87 gives e^-87, about 1.6e-38, instead of a subnormal or 0),
+/// branch-free so that loops over it vectorise: x = n ln 2 + r with |r| <= ln2 / 2, e^r by its
+/// Taylor polynomial to degree 7 (relative error below 1e-7), 2^n built in the exponent bits.
+#[inline(always)]
+fn exp_nonpositive(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    // 1.5 * 2^23: adding it rounds to an integer, which then sits in the low mantissa bits.
+    const MAGIC: f32 = 12_582_912.0;
+    let x = if x < -87.0 { -87.0 } else { x };
+    let t = x * LOG2E + MAGIC;
+    let n = t - MAGIC;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let ni = t.to_bits() as i32 - MAGIC.to_bits() as i32;
+    let scale = f32::from_bits(((ni + 127) << 23) as u32);
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
+    p * scale
+}
+
+/// Sum of e^(x - m) over the row (m: its maximum), vectorisable.
+fn sum_exp(row: &[f32], m: f32) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let chunks = row.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..LANES {
+            acc[l] += exp_nonpositive(c[l] - m);
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for &x in rest {
+        s += exp_nonpositive(x - m);
+    }
+    s
+}
+
+/// The `k` largest entries of `row` (best first, equal values in index order) into `ids`, and their softmax probabilities over the
+/// whole row into `probs`. A row holding a NaN or no finite maximum gives no candidates
+/// (both vectors empty): there is nothing sensible to recycle from it.
+pub fn top_k_probs(row: &[f32], k: usize, ids: &mut Vec<Rank>, probs: &mut Vec<f32>) {
+    ids.clear();
+    probs.clear();
+    let (m, nan) = max_and_nan(row);
+    if nan || !m.is_finite() || k == 0 {
+        return;
+    }
+    // Insertion into a sorted buffer of the best `k` so far. Once it is full an entry must beat
+    // the k-th to enter, which after the first few hundred entries is rare: chunks whose
+    // largest entry does not beat it are skipped after one comparison (a third of the time of
+    // testing every entry).
+    let mut vals: Vec<f32> = Vec::with_capacity(k + 1);
+    let mut kth = f32::NEG_INFINITY;
+    let mut offer = |i: usize, x: f32, ids: &mut Vec<Rank>, kth: &mut f32| {
+        if vals.len() == k && x <= *kth {
+            return;
+        }
+        // After every value >= x: equal values keep index order.
+        let at = vals.partition_point(|&v| v >= x);
+        vals.insert(at, x);
+        ids.insert(at, i as Rank);
+        if vals.len() > k {
+            vals.pop();
+            ids.pop();
+        }
+        if vals.len() == k {
+            *kth = vals[k - 1];
+        }
+    };
+    let chunks = row.chunks_exact(LANES);
+    let tail = chunks.len() * LANES;
+    for (ci, c) in chunks.enumerate() {
+        let mut cm = c[0];
+        for &x in &c[1..] {
+            cm = if x > cm { x } else { cm };
+        }
+        // `ids.len() == k` iff the buffer is full (no NaN here: checked above).
+        if ids.len() == k && cm <= kth {
+            continue;
+        }
+        for (l, &x) in c.iter().enumerate() {
+            offer(ci * LANES + l, x, ids, &mut kth);
+        }
+    }
+    for (i, &x) in row[tail..].iter().enumerate() {
+        offer(tail + i, x, ids, &mut kth);
+    }
+    let vals: Vec<f32> = ids.iter().map(|&i| row[i as usize]).collect();
+    let total = sum_exp(row, m);
+    probs.extend(vals.iter().map(|&v| exp_nonpositive(v - m) / total));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn naive_argmax(row: &[f32]) -> usize {
+        if let Some(i) = row.iter().position(|x| x.is_nan()) {
+            return i;
+        }
+        let mut best = 0;
+        for (i, &x) in row.iter().enumerate() {
+            if x > row[best] {
+                best = i;
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn argmax_follows_torch_rules() {
+        let nan = f32::NAN;
+        let inf = f32::INFINITY;
+        assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
+        assert_eq!(argmax(&[nan, 1.0, nan, 5.0]), 0);
+        assert_eq!(argmax(&[1.0, nan, 9.0, inf]), 1);
+        assert_eq!(argmax(&[-0.0, 0.0, -1.0, -0.0]), 0);
+        assert_eq!(argmax(&[f32::NEG_INFINITY; 11]), 0);
+        assert_eq!(argmax(&[]), 0);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for _ in 0..2000 {
+            let n = rng.random_range(1..70);
+            // Few distinct values, so that ties (across lanes and the remainder) are common.
+            let mut row: Vec<f32> = (0..n).map(|_| rng.random_range(0..6) as f32).collect();
+            if rng.random_bool(0.1) {
+                let i = rng.random_range(0..n);
+                row[i] = nan;
+            }
+            assert_eq!(argmax(&row), naive_argmax(&row), "{row:?}");
+        }
+    }
+
+    #[test]
+    fn fast_exp_is_accurate() {
+        let mut x = -87.0f32;
+        while x <= 0.0 {
+            let (got, want) = (exp_nonpositive(x), x.exp());
+            assert!((got - want).abs() <= 4e-7 * want, "{x}: {got} vs {want}");
+            x += 0.001_3;
+        }
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+        assert!(exp_nonpositive(-1000.0) > 0.0 && exp_nonpositive(-1000.0) < 1e-37);
+    }
+
+    #[test]
+    fn top_k_matches_a_sort_and_softmax() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let (mut ids, mut probs) = (Vec::new(), Vec::new());
+        for _ in 0..500 {
+            let n = rng.random_range(1..300);
+            let k = rng.random_range(1..10);
+            let coarse = rng.random_bool(0.5);
+            let row: Vec<f32> = (0..n)
+                .map(|_| {
+                    if coarse {
+                        rng.random_range(0..5) as f32
+                    } else {
+                        rng.random_range(-20.0..20.0)
+                    }
+                })
+                .collect();
+            top_k_probs(&row, k, &mut ids, &mut probs);
+            // A stable sort by decreasing value: ties in index order.
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by(|&a, &b| row[b].partial_cmp(&row[a]).unwrap());
+            let want: Vec<Rank> = order[..k.min(n)].iter().map(|&i| i as Rank).collect();
+            assert_eq!(ids, want);
+            let m = row[order[0]] as f64;
+            let z: f64 = row.iter().map(|&x| (x as f64 - m).exp()).sum();
+            for (&i, &p) in ids.iter().zip(&probs) {
+                let want = (row[i as usize] as f64 - m).exp() / z;
+                assert!(
+                    (p as f64 - want).abs() <= 1e-6 * want.max(1e-3),
+                    "{p} vs {want}"
+                );
+            }
+        }
+        top_k_probs(&[1.0, f32::NAN], 2, &mut ids, &mut probs);
+        assert!(ids.is_empty() && probs.is_empty());
+        top_k_probs(&[f32::NEG_INFINITY; 3], 2, &mut ids, &mut probs);
+        assert!(ids.is_empty());
+    }
+}
