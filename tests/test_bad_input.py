@@ -677,6 +677,22 @@ def test_million_whitespace_hf(hf_pairs: dict[str, tuple[Any, Any]]) -> None:
         assert [tuple(o) for o in g.offsets] == r.offsets
 
 
+def test_special_token_with_a_huge_id(tm: Any, tt_cl100k: Any) -> None:
+    """Special ids may be anywhere below 2**32 (tiktoken accepts them); nothing may be sized
+    by the largest id (the shared int table is sized by the ordinary vocabulary only)."""
+    big = 4_000_000_000
+    ranks = tt_cl100k._mergeable_ranks
+    kw = {"pat_str": tt_cl100k._pat_str, "mergeable_ranks": ranks}
+    ref = tiktoken.Encoding("big", special_tokens={"<|big|>": big}, **kw)
+    ours = tm.Encoding("big", special_tokens={"<|big|>": big}, **kw)
+    text = "hi <|big|> there <|big|>"
+    exp = ref.encode(text, allowed_special="all")
+    assert big in exp
+    assert ours.encode(text, allowed_special="all") == exp
+    assert ours.encode_batch([text] * 3, allowed_special="all", num_threads=2) == [exp] * 3
+    assert ours.decode(exp) == ref.decode(exp)
+
+
 def test_huge_batch_of_empty_strings(tm_cl100k_registry: Any, tt_cl100k: Any) -> None:
     texts = [""] * 10_000 + ["x"]
     assert tm_cl100k_registry.encode_ordinary_batch(texts) == tt_cl100k.encode_ordinary_batch(texts)

@@ -20,7 +20,11 @@ pub struct CoreBpe {
 
 impl CoreBpe {
     pub(crate) fn wrap(inner: Encoding) -> Self {
-        let ints = (0..inner.n_vocab()).map(|_| PyOnceLock::new()).collect();
+        // Ordinary ids only: special ids may be anywhere in u32 (tiktoken allows it), and
+        // their ints are made when returned.
+        let ints = (0..inner.bpe().n_slots())
+            .map(|_| PyOnceLock::new())
+            .collect();
         CoreBpe { inner, ints }
     }
 
