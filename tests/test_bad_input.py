@@ -125,6 +125,19 @@ def test_ranks_missing_single_bytes_never_panic(tm: Any) -> None:
     assert kind == "raise", f"encoded an unencodable byte as {res}"
 
 
+def test_sparse_ranks_are_refused_not_allocated(tm: Any) -> None:
+    """A rank of three billion among a handful of tokens would size dense tables at gigabytes:
+    a clear ValueError instead (tiktoken, which keeps hash maps, accepts it)."""
+    ranks = {bytes([b]): b for b in range(256)}
+    ranks[b"ab"] = 3_000_000_000
+    with pytest.raises(ValueError, match="3000000000 is too large for a vocabulary of 257"):
+        tm.Encoding("sparse", pat_str=r"\S+|\s+", mergeable_ranks=ranks, special_tokens={})
+    # A modest gap is fine.
+    ranks[b"ab"] = 1_000
+    enc = tm.Encoding("gap", pat_str=r"\S+|\s+", mergeable_ranks=ranks, special_tokens={})
+    assert enc.encode_ordinary("abab") == [1_000, 1_000]
+
+
 def test_bad_pattern(tm: Any, tt_cl100k: Any) -> None:
     ranks = {b"a": 0, b"b": 1}
     expect_raises(

@@ -253,10 +253,13 @@ impl Bpe {
     ) -> Result<Self> {
         vocab.sort_unstable_by_key(|(_, r)| *r);
         let n_slots = vocab.last().map_or(0, |(_, r)| *r as usize + 1);
-        if n_slots > (u32::MAX as usize) - 512 {
+        // Ids index dense tables (offsets, decode), so a vocabulary whose ids are mostly gaps
+        // would allocate gigabytes for a few tokens; no real vocabulary is anywhere near this.
+        if n_slots > (u32::MAX as usize) - 512 || n_slots > 4 * vocab.len() + (1 << 20) {
             return Err(Error::InvalidVocab(format!(
-                "token id {} is too large",
-                n_slots - 1
+                "token id {} is too large for a vocabulary of {} tokens (ids are stored densely)",
+                n_slots - 1,
+                vocab.len()
             )));
         }
         for w in vocab.windows(2) {
