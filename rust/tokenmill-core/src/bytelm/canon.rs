@@ -8,11 +8,17 @@
 //!
 //! Stable point. For the known patterns, every extension `x + e` of a text is pre-tokenized like
 //! `x` up to the start of the piece *before* the piece holding the last non-whitespace
-//! character of `x` (ignoring a trailing incomplete UTF-8 sequence). The piece holding that
+//! character of `x` (ignoring a trailing incomplete UTF-8 sequence); and up to the *end* of the
+//! last piece with a non-whitespace character that whitespace it did not absorb follows in `x`. The piece holding that
 //! character can grow (letters continue) and the one before it can merge into a contraction
 //! (`'` + `ll`); trailing whitespace can be re-split by lookahead (`\s+(?!\S)`) or merged with
 //! a later newline (`\s*[\r\n]+`); nothing before reaches further forward, since each earlier
-//! piece is already closed by a non-whitespace character that no alternative can absorb.
+//! piece is already closed by a non-whitespace character that no alternative can absorb. When
+//! whitespace follows the last non-whitespace piece, that piece cannot grow (no alternative
+//! that starts with a non-whitespace character continues across whitespace it did not take,
+//! and the contractions are decided within their three characters), so its end is already a
+//! boundary of every extension; it stays one when more text follows, so the last such end in
+//! `x` is a stable point too (and keeps the stable point from moving back).
 //! `tests::stable_point_holds_for_extensions` checks this rule against the pre-tokenizer on
 //! random texts and extensions.
 //!
@@ -75,6 +81,22 @@ pub(super) fn incomplete_tail(x: &[u8]) -> usize {
         }
     }
     0
+}
+
+/// Does `bytes` start with a whole whitespace character?
+fn starts_with_whitespace(bytes: &[u8]) -> bool {
+    bytes.utf8_chunks().next().is_some_and(|chunk| {
+        chunk
+            .valid()
+            .chars()
+            .next()
+            .is_some_and(char::is_whitespace)
+    })
+}
+
+/// Is `bytes` whitespace only (invalid UTF-8 counts as a symbol)?
+fn all_whitespace(bytes: &[u8]) -> bool {
+    std::str::from_utf8(bytes).is_ok_and(|s| s.chars().all(char::is_whitespace))
 }
 
 fn utf8_len(lead: u8) -> usize {
@@ -161,7 +183,23 @@ impl ByteLm {
             .iter()
             .position(|&(a, b)| a <= at && at < b)
             .unwrap_or(0);
-        Ok(pieces[k.saturating_sub(1)].0)
+        let base = pieces[k.saturating_sub(1)].0;
+        // A piece with a non-whitespace character that whitespace follows inside `x` without
+        // being part of it is closed: it holds the last non-whitespace character of the prefix
+        // of `x` that ends with that whitespace character, so (rule above, applied to that
+        // prefix) its end is a boundary of every extension of that prefix, hence of `x`. The
+        // last such end, when later than the base rule's point, keeps the window after
+        // indentation and blank lines to the whitespace run alone, and keeps the stable point
+        // from moving back when the next word starts.
+        let closed = pieces
+            .iter()
+            .take(k + 1)
+            .rev()
+            .find(|&&(a, b)| {
+                b < head.len() && starts_with_whitespace(&head[b..]) && !all_whitespace(&head[a..b])
+            })
+            .map_or(0, |&(_, b)| b);
+        Ok(base.max(closed))
     }
 
     /// Is `path` a prefix of the canonical encoding of some byte string?
@@ -178,7 +216,7 @@ impl ByteLm {
         Ok(v)
     }
 
-    fn is_valid_uncached(&self, path: &[Rank]) -> Result<bool> {
+    pub(super) fn is_valid_uncached(&self, path: &[Rank]) -> Result<bool> {
         let y = self.path_bytes(path)?;
         let whole = self.canonical(&y)?;
         if whole == path {

@@ -9,7 +9,7 @@
 use crate::error::{Error, Result};
 use crate::Rank;
 
-use super::fast::{first_char, CutMemo};
+use super::fast::{lookahead_key, CutMemo};
 use super::{ByteLm, Tree};
 
 /// Validity of (node path + one token), with the shortcuts of [`super::fast`].
@@ -51,12 +51,19 @@ impl<'a> Check<'a> {
 
     fn valid(&mut self, id: Rank, bytes: &[u8]) -> Result<bool> {
         // The root's tokens start at the stable point, a boundary of every extension.
-        if let (Some(&last), Some(first)) = (self.path.last(), first_char(bytes)) {
-            let cut = self
-                .cuts
-                .get(self.lm, &self.window[..self.end], first, &self.ends)?;
+        if self.path.is_empty() {
+            return self.lm.is_valid_at_start(id);
+        }
+        if let (Some(&last), Some(key)) = (self.path.last(), lookahead_key(bytes)) {
+            let cut = self.cuts.get(
+                self.lm,
+                &self.path,
+                &self.window[..self.end],
+                key,
+                &self.ends,
+            )?;
             if let Some(head) = &cut.head_tokens {
-                return Ok(*head == self.path && self.lm.is_valid(&[id])?);
+                return Ok(*head == self.path && self.lm.is_valid_at_start(id)?);
             }
             let (possible, joined) = (cut.possible, cut.joined);
             if !(possible || joined && self.lm.is_canonical_pair(last, id)?) {
