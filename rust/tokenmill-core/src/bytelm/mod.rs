@@ -64,6 +64,8 @@ pub struct ByteLm {
     /// `is_valid(&[id])` by token id (0: not computed yet, 1: invalid, 2: valid): asked for
     /// every token of the vocabulary at the root of every tree, so a table, not a hash map.
     start_valid: Vec<AtomicU8>,
+    /// Validity of (node path + token) by token id, per node path, see `marginal::Check`.
+    node_states: Mutex<FxHashMap<Vec<Rank>, Vec<u8>>>,
 }
 
 impl ByteLm {
@@ -94,6 +96,7 @@ impl ByteLm {
             pair_cache: Mutex::new(FxHashMap::default()),
             cut_cache: Mutex::new(FxHashMap::default()),
             start_valid,
+            node_states: Mutex::new(FxHashMap::default()),
         })
     }
 
