@@ -39,7 +39,7 @@ use super::ByteLm;
 
 /// Characters of each class that byte-level vocabularies trained on ordinary text never merge
 /// (supplementary planes, and 0xFF which is never part of UTF-8).
-const NEUTRAL: [&[u8]; 7] = [
+pub(super) const NEUTRAL: [&[u8]; 7] = [
     "\u{20000}".as_bytes(), // letter (CJK extension B)
     "\u{1D400}".as_bytes(), // upper-case letter (mathematical bold capital A), for o200k
     "\u{1D41A}".as_bytes(), // lower-case letter (mathematical bold small a)

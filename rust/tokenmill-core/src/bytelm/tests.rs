@@ -179,6 +179,60 @@ fn marginal_sums_to_prefix_mass_for_uniform_model() {
     assert!(bad.is_err());
 }
 
+/// Characters for the cut tests: the toy alphabet plus upper case, more digits, symbols and
+/// whitespace kinds, so that every alternative of the known patterns meets the cut.
+const CUT_ALPHABET: [&str; 22] = [
+    "a", "b", "s", "l", "e", "A", "B", "S", "'", " ", "  ", "\n", "\t", "\r", ".", "(", "/", "1",
+    "2", "3", "é", "\u{3000}",
+];
+
+fn random_cut_text(rng: &mut StdRng, max_chars: usize) -> Vec<u8> {
+    let n = rng.random_range(0..=max_chars);
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.extend_from_slice(CUT_ALPHABET[rng.random_range(0..CUT_ALPHABET.len())].as_bytes());
+    }
+    out
+}
+
+#[test]
+fn quick_cuts_equal_full_cuts() {
+    // `cut_at` runs eight probes when the key decides the cut; it must agree with all probes.
+    for pattern in KNOWN_PATTERNS {
+        let lm = toy(pattern);
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut quick = 0;
+        for _ in 0..10_000 {
+            let head = random_cut_text(&mut rng, 6);
+            let token = random_cut_text(&mut rng, 3);
+            let Some(key) = fast::lookahead_key(&token) else {
+                continue;
+            };
+            // Token ends: the canonical encoding's (the usual case) or every position.
+            let c = lm.canonical(&head).unwrap();
+            let mut ends: Vec<usize> = c
+                .iter()
+                .scan(0, |at, &id| {
+                    *at += lm.token_bytes(id).unwrap().len();
+                    Some(*at)
+                })
+                .collect();
+            if rng.random_bool(0.3) {
+                ends = (1..=head.len()).collect();
+            }
+            quick += fast::decided_by_key(&head, key) as usize;
+            assert_eq!(
+                lm.cut_at(&head, key, &ends).unwrap(),
+                lm.cut_at_full(&head, key, &ends).unwrap(),
+                "{pattern}: {:?} + {:?}",
+                String::from_utf8_lossy(&head),
+                String::from_utf8_lossy(key)
+            );
+        }
+        assert!(quick > 2000, "the quick path was rarely taken: {quick}");
+    }
+}
+
 #[test]
 fn unknown_patterns_are_refused() {
     let ranks: Vec<(Vec<u8>, Rank)> = (0..=255u8).map(|b| (vec![b], b as Rank)).collect();
