@@ -160,48 +160,55 @@ impl ByteLm {
     /// followed by an encoding of the rest on its own.
     pub fn stable_point(&self, x: &[u8]) -> Result<usize> {
         let head = &x[..x.len() - incomplete_tail(x)];
-        let mut last_non_ws = None;
-        let mut pos = 0;
-        for chunk in head.utf8_chunks() {
-            for (i, c) in chunk.valid().char_indices() {
-                if !c.is_whitespace() {
-                    last_non_ws = Some(pos + i);
-                }
-            }
-            pos += chunk.valid().len();
-            for _ in chunk.invalid() {
-                last_non_ws = Some(pos);
-                pos += 1;
-            }
-        }
-        let Some(at) = last_non_ws else {
-            return Ok(0);
-        };
         let mut pieces = Vec::new();
         self.pieces(head, &mut pieces)?;
-        let k = pieces
-            .iter()
-            .position(|&(a, b)| a <= at && at < b)
-            .unwrap_or(0);
-        let base = pieces[k.saturating_sub(1)].0;
-        // A piece with a non-whitespace character that whitespace follows inside `x` without
-        // being part of it is closed: it holds the last non-whitespace character of the prefix
-        // of `x` that ends with that whitespace character, so (rule above, applied to that
-        // prefix) its end is a boundary of every extension of that prefix, hence of `x`. The
-        // last such end, when later than the base rule's point, keeps the window after
-        // indentation and blank lines to the whitespace run alone, and keeps the stable point
-        // from moving back when the next word starts.
-        let closed = pieces
-            .iter()
-            .take(k + 1)
-            .rev()
-            .find(|&&(a, b)| {
-                b < head.len() && starts_with_whitespace(&head[b..]) && !all_whitespace(&head[a..b])
-            })
-            .map_or(0, |&(_, b)| b);
-        Ok(base.max(closed))
+        Ok(stable_point_of(head, &pieces))
     }
+}
 
+/// [`ByteLm::stable_point`] of `head` (no incomplete character at its end) from its pieces.
+fn stable_point_of(head: &[u8], pieces: &[(usize, usize)]) -> usize {
+    let mut last_non_ws = None;
+    let mut pos = 0;
+    for chunk in head.utf8_chunks() {
+        for (i, c) in chunk.valid().char_indices() {
+            if !c.is_whitespace() {
+                last_non_ws = Some(pos + i);
+            }
+        }
+        pos += chunk.valid().len();
+        for _ in chunk.invalid() {
+            last_non_ws = Some(pos);
+            pos += 1;
+        }
+    }
+    let Some(at) = last_non_ws else {
+        return 0;
+    };
+    let k = pieces
+        .iter()
+        .position(|&(a, b)| a <= at && at < b)
+        .unwrap_or(0);
+    let base = pieces[k.saturating_sub(1)].0;
+    // A piece with a non-whitespace character that whitespace follows inside `x` without
+    // being part of it is closed: it holds the last non-whitespace character of the prefix
+    // of `x` that ends with that whitespace character, so (rule above, applied to that
+    // prefix) its end is a boundary of every extension of that prefix, hence of `x`. The
+    // last such end, when later than the base rule's point, keeps the window after
+    // indentation and blank lines to the whitespace run alone, and keeps the stable point
+    // from moving back when the next word starts.
+    let closed = pieces
+        .iter()
+        .take(k + 1)
+        .rev()
+        .find(|&&(a, b)| {
+            b < head.len() && starts_with_whitespace(&head[b..]) && !all_whitespace(&head[a..b])
+        })
+        .map_or(0, |&(_, b)| b);
+    base.max(closed)
+}
+
+impl ByteLm {
     /// Is `path` a prefix of the canonical encoding of some byte string?
     pub fn is_valid(&self, path: &[Rank]) -> Result<bool> {
         if let Some(&v) = self.valid_cache.lock().unwrap().get(path) {
@@ -218,16 +225,36 @@ impl ByteLm {
 
     pub(super) fn is_valid_uncached(&self, path: &[Rank]) -> Result<bool> {
         let y = self.path_bytes(path)?;
-        let whole = self.canonical(&y)?;
+        // One pre-tokenization and one BPE pass give the canonical encoding, the stable point
+        // and the stable head (the canonical tokens of the pieces before it) when no character
+        // is cut at the end; this runs for every (node, token) pair the shortcuts leave open.
+        let mut pieces = Vec::new();
+        self.pieces(&y, &mut pieces)?;
+        let mut whole = Vec::with_capacity(path.len() + 1);
+        let mut counts = Vec::with_capacity(pieces.len());
+        for &(a, b) in &pieces {
+            self.enc.bpe().encode_piece(&y[a..b], &mut whole)?;
+            counts.push(whole.len());
+        }
         if whole == path {
             return Ok(true);
         }
-        let s = self.stable_point(&y)?;
-        let head = self.stable_head(&y, s)?;
-        if !path.starts_with(&head) {
+        // The tokens before the stable point must be the stable head.
+        let (s, head_ok) = if incomplete_tail(&y) == 0 {
+            let s = stable_point_of(&y, &pieces);
+            let n = pieces.iter().take_while(|&&(_, b)| b <= s).count();
+            let n_head = if n == 0 { 0 } else { counts[n - 1] };
+            let ok = path.len() >= n_head && path[..n_head] == whole[..n_head];
+            (s, ok.then_some(n_head))
+        } else {
+            let s = self.stable_point(&y)?;
+            let head = self.stable_head(&y, s)?;
+            (s, path.starts_with(&head).then_some(head.len()))
+        };
+        let Some(n_head) = head_ok else {
             return Ok(false);
-        }
-        let rest = &path[head.len()..];
+        };
+        let rest = &path[n_head..];
         let tail = &y[s..];
         let mut buf = Vec::with_capacity(tail.len() + 8);
         // Token ends inside the tail: a piece boundary anywhere else rules a probe out before
