@@ -16,7 +16,7 @@ use super::{ByteLm, Tree};
 /// node path across calls: the same node meets the same tokens again at the next bytes (a
 /// narrower range each time) and in later windows with the same text after their stable
 /// point (each indented line), so a warm check is one array read.
-struct Check<'a> {
+pub(super) struct Check<'a> {
     lm: &'a ByteLm,
     window: &'a [u8],
     path: Vec<Rank>,
@@ -37,7 +37,7 @@ impl Drop for Check<'_> {
 }
 
 impl<'a> Check<'a> {
-    fn new(lm: &'a ByteLm, window: &'a [u8]) -> Self {
+    pub(super) fn new(lm: &'a ByteLm, window: &'a [u8]) -> Self {
         Check {
             lm,
             window,
@@ -64,7 +64,7 @@ impl<'a> Check<'a> {
         }
     }
 
-    fn enter(&mut self, path: &[Rank], end: usize) -> Result<()> {
+    pub(super) fn enter(&mut self, path: &[Rank], end: usize) -> Result<()> {
         self.leave();
         self.path.clear();
         self.path.extend_from_slice(path);
@@ -88,7 +88,7 @@ impl<'a> Check<'a> {
     }
 
     /// [`Check::check`], remembered for the current node.
-    fn valid(&mut self, id: Rank, bytes: &[u8]) -> Result<bool> {
+    pub(super) fn valid(&mut self, id: Rank, bytes: &[u8]) -> Result<bool> {
         match self.states.get(id as usize) {
             Some(1) => Ok(false),
             Some(2) => Ok(true),

@@ -234,6 +234,39 @@ fn quick_cuts_equal_full_cuts() {
 }
 
 #[test]
+fn shortcut_checks_equal_plain_validity() {
+    // Every (node, token) pair the marginalisation meets: the shortcuts (lookahead keys,
+    // quick and cached cuts, the start table, the per-node tables kept across texts) against
+    // the plain extension-probe test. Texts share the caches, as successive bytes do.
+    for pattern in [GPT2_PATTERN, LLAMA3_PATTERN] {
+        let lm = toy(pattern);
+        let mut rng = StdRng::seed_from_u64(8);
+        let mut pairs = 0;
+        for _ in 0..400 {
+            let x = random_cut_text(&mut rng, 8);
+            let tree = lm.tree(&x).unwrap();
+            let window = &x[tree.sigma..];
+            let mut check = marginal::Check::new(&lm, window);
+            for (node, &end) in tree.nodes.iter().zip(&tree.ends) {
+                check.enter(node, end).unwrap();
+                for j in lm.vocab.prefix_range(&window[end..]) {
+                    let id = lm.vocab.id(j);
+                    let path = [&node[..], &[id]].concat();
+                    pairs += 1;
+                    assert_eq!(
+                        check.valid(id, lm.vocab.bytes(j)).unwrap(),
+                        lm.is_valid_uncached(&path).unwrap(),
+                        "{pattern}: {:?} node {node:?} token {id}",
+                        String::from_utf8_lossy(&x)
+                    );
+                }
+            }
+        }
+        assert!(pairs > 10_000, "{pairs}");
+    }
+}
+
+#[test]
 fn unknown_patterns_are_refused() {
     let ranks: Vec<(Vec<u8>, Rank)> = (0..=255u8).map(|b| (vec![b], b as Rank)).collect();
     let e = ByteLm::new(Encoding::new(r"\w+|\W", ranks, vec![]).unwrap()).unwrap_err();
