@@ -47,6 +47,9 @@ pub use marginal::Marginal;
 pub use tree::Tree;
 pub use vocab::SortedVocab;
 
+/// Cuts after a node by (node path, lookahead key), see [`fast`].
+type CutCache = FxHashMap<(Vec<Rank>, Vec<u8>), fast::Cut>;
+
 /// A tokenizer prepared for byte-level inference.
 #[derive(Debug)]
 pub struct ByteLm {
@@ -60,7 +63,7 @@ pub struct ByteLm {
     /// Canonical pairs, see [`fast`].
     pair_cache: Mutex<FxHashMap<u64, bool>>,
     /// Pre-tokenizer cuts after a node, keyed by (node path, lookahead key), see [`fast`].
-    cut_cache: Mutex<FxHashMap<(Vec<Rank>, Vec<u8>), fast::Cut>>,
+    cut_cache: Mutex<CutCache>,
     /// `is_valid(&[id])` by token id (0: not computed yet, 1: invalid, 2: valid): asked for
     /// every token of the vocabulary at the root of every tree, so a table, not a hash map.
     start_valid: Vec<AtomicU8>,
