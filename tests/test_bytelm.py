@@ -393,6 +393,32 @@ def test_random_strings_match_brute_force(pattern: str) -> None:
         check_against_brute_force(lm, ref, x)
 
 
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_warm_caches_give_the_same_masses_as_cold_ones(pattern: str) -> None:
+    # The Rust side keeps cut analyses and (node, token) validity across bytes and texts; a
+    # fresh ByteLM per query starts with none. On held-out code cut at random places (inside
+    # characters too), both must give the very same masses.
+    import random
+
+    from tokenmill.models import heldout_texts
+
+    tok, _, eos = small_setup(pattern)
+    model = NGram(tok.get_vocab_size(), seed=3)
+    warm = ByteLM(model, tok, bos_token_id=eos, eos_token_id=eos)
+    rng = random.Random(pattern)
+    texts = [t.encode() for _, t in heldout_texts()]
+    for _ in range(4):
+        text = rng.choice(texts)
+        start = rng.randrange(len(text))
+        chunk = text[start : start + 50]
+        for k in range(len(chunk) + 1):
+            cold = ByteLM(model, tok, bos_token_id=eos, eos_token_id=eos)
+            got, log_px = warm.masses(chunk[:k])
+            want, want_px = cold.masses(chunk[:k])
+            np.testing.assert_array_equal(got, want)
+            assert log_px == want_px
+
+
 def test_importing_bytelm_does_not_import_torch() -> None:
     import subprocess
     import sys

@@ -171,6 +171,7 @@ class _HFRunner(_Runner):
         self._ids: list[int] = []  # tokens in the cache, BOS first
         self._cum: list[float] = []  # log P(ids[1..=i] | BOS), per cached position
         self._tip: npt.NDArray[np.float64] | None = None  # next-token row after ids
+        self._rerun_cum = 0.0
 
     def _forward(
         self, new: Sequence[int], chain: int, parents_in_new: Sequence[int]
@@ -237,6 +238,8 @@ class _HFRunner(_Runner):
                 self.reset()
             else:
                 _crop_to(self._cache, keep)
+                # The re-run token's path log-probability is known: keep it for `evaluate`.
+                self._rerun_cum = self._cum[keep]
                 del self._ids[keep:]
                 del self._cum[keep:]
                 self._tip = None
@@ -266,7 +269,9 @@ class _HFRunner(_Runner):
             for j, t in enumerate(chain):
                 if prev is not None:
                     cum += float(prev[t])
-                elif self._ids or j > 0:
+                elif j == 0 and self._ids:
+                    cum = self._rerun_cum  # the token re-run after a crop (`_sync_trunk`)
+                elif j > 0:
                     raise AssertionError("missing row")
                 self._ids.append(t)
                 self._cum.append(cum)

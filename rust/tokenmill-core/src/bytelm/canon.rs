@@ -8,11 +8,17 @@
 //!
 //! Stable point. For the known patterns, every extension `x + e` of a text is pre-tokenized like
 //! `x` up to the start of the piece *before* the piece holding the last non-whitespace
-//! character of `x` (ignoring a trailing incomplete UTF-8 sequence). The piece holding that
+//! character of `x` (ignoring a trailing incomplete UTF-8 sequence); and up to the *end* of the
+//! last piece with a non-whitespace character that whitespace it did not absorb follows in `x`. The piece holding that
 //! character can grow (letters continue) and the one before it can merge into a contraction
 //! (`'` + `ll`); trailing whitespace can be re-split by lookahead (`\s+(?!\S)`) or merged with
 //! a later newline (`\s*[\r\n]+`); nothing before reaches further forward, since each earlier
-//! piece is already closed by a non-whitespace character that no alternative can absorb.
+//! piece is already closed by a non-whitespace character that no alternative can absorb. When
+//! whitespace follows the last non-whitespace piece, that piece cannot grow (no alternative
+//! that starts with a non-whitespace character continues across whitespace it did not take,
+//! and the contractions are decided within their three characters), so its end is already a
+//! boundary of every extension; it stays one when more text follows, so the last such end in
+//! `x` is a stable point too (and keeps the stable point from moving back).
 //! `tests::stable_point_holds_for_extensions` checks this rule against the pre-tokenizer on
 //! random texts and extensions.
 //!
@@ -33,7 +39,7 @@ use super::ByteLm;
 
 /// Characters of each class that byte-level vocabularies trained on ordinary text never merge
 /// (supplementary planes, and 0xFF which is never part of UTF-8).
-const NEUTRAL: [&[u8]; 7] = [
+pub(super) const NEUTRAL: [&[u8]; 7] = [
     "\u{20000}".as_bytes(), // letter (CJK extension B)
     "\u{1D400}".as_bytes(), // upper-case letter (mathematical bold capital A), for o200k
     "\u{1D41A}".as_bytes(), // lower-case letter (mathematical bold small a)
@@ -75,6 +81,22 @@ pub(super) fn incomplete_tail(x: &[u8]) -> usize {
         }
     }
     0
+}
+
+/// Does `bytes` start with a whole whitespace character?
+fn starts_with_whitespace(bytes: &[u8]) -> bool {
+    bytes.utf8_chunks().next().is_some_and(|chunk| {
+        chunk
+            .valid()
+            .chars()
+            .next()
+            .is_some_and(char::is_whitespace)
+    })
+}
+
+/// Is `bytes` whitespace only (invalid UTF-8 counts as a symbol)?
+fn all_whitespace(bytes: &[u8]) -> bool {
+    std::str::from_utf8(bytes).is_ok_and(|s| s.chars().all(char::is_whitespace))
 }
 
 fn utf8_len(lead: u8) -> usize {
@@ -138,32 +160,55 @@ impl ByteLm {
     /// followed by an encoding of the rest on its own.
     pub fn stable_point(&self, x: &[u8]) -> Result<usize> {
         let head = &x[..x.len() - incomplete_tail(x)];
-        let mut last_non_ws = None;
-        let mut pos = 0;
-        for chunk in head.utf8_chunks() {
-            for (i, c) in chunk.valid().char_indices() {
-                if !c.is_whitespace() {
-                    last_non_ws = Some(pos + i);
-                }
-            }
-            pos += chunk.valid().len();
-            for _ in chunk.invalid() {
-                last_non_ws = Some(pos);
-                pos += 1;
-            }
-        }
-        let Some(at) = last_non_ws else {
-            return Ok(0);
-        };
         let mut pieces = Vec::new();
         self.pieces(head, &mut pieces)?;
-        let k = pieces
-            .iter()
-            .position(|&(a, b)| a <= at && at < b)
-            .unwrap_or(0);
-        Ok(pieces[k.saturating_sub(1)].0)
+        Ok(stable_point_of(head, &pieces))
     }
+}
 
+/// [`ByteLm::stable_point`] of `head` (no incomplete character at its end) from its pieces.
+fn stable_point_of(head: &[u8], pieces: &[(usize, usize)]) -> usize {
+    let mut last_non_ws = None;
+    let mut pos = 0;
+    for chunk in head.utf8_chunks() {
+        for (i, c) in chunk.valid().char_indices() {
+            if !c.is_whitespace() {
+                last_non_ws = Some(pos + i);
+            }
+        }
+        pos += chunk.valid().len();
+        for _ in chunk.invalid() {
+            last_non_ws = Some(pos);
+            pos += 1;
+        }
+    }
+    let Some(at) = last_non_ws else {
+        return 0;
+    };
+    let k = pieces
+        .iter()
+        .position(|&(a, b)| a <= at && at < b)
+        .unwrap_or(0);
+    let base = pieces[k.saturating_sub(1)].0;
+    // A piece with a non-whitespace character that whitespace follows inside `x` without
+    // being part of it is closed: it holds the last non-whitespace character of the prefix
+    // of `x` that ends with that whitespace character, so (rule above, applied to that
+    // prefix) its end is a boundary of every extension of that prefix, hence of `x`. The
+    // last such end, when later than the base rule's point, keeps the window after
+    // indentation and blank lines to the whitespace run alone, and keeps the stable point
+    // from moving back when the next word starts.
+    let closed = pieces
+        .iter()
+        .take(k + 1)
+        .rev()
+        .find(|&&(a, b)| {
+            b < head.len() && starts_with_whitespace(&head[b..]) && !all_whitespace(&head[a..b])
+        })
+        .map_or(0, |&(_, b)| b);
+    base.max(closed)
+}
+
+impl ByteLm {
     /// Is `path` a prefix of the canonical encoding of some byte string?
     pub fn is_valid(&self, path: &[Rank]) -> Result<bool> {
         if let Some(&v) = self.valid_cache.lock().unwrap().get(path) {
@@ -178,18 +223,38 @@ impl ByteLm {
         Ok(v)
     }
 
-    fn is_valid_uncached(&self, path: &[Rank]) -> Result<bool> {
+    pub(super) fn is_valid_uncached(&self, path: &[Rank]) -> Result<bool> {
         let y = self.path_bytes(path)?;
-        let whole = self.canonical(&y)?;
+        // One pre-tokenization and one BPE pass give the canonical encoding, the stable point
+        // and the stable head (the canonical tokens of the pieces before it) when no character
+        // is cut at the end; this runs for every (node, token) pair the shortcuts leave open.
+        let mut pieces = Vec::new();
+        self.pieces(&y, &mut pieces)?;
+        let mut whole = Vec::with_capacity(path.len() + 1);
+        let mut counts = Vec::with_capacity(pieces.len());
+        for &(a, b) in &pieces {
+            self.enc.bpe().encode_piece(&y[a..b], &mut whole)?;
+            counts.push(whole.len());
+        }
         if whole == path {
             return Ok(true);
         }
-        let s = self.stable_point(&y)?;
-        let head = self.stable_head(&y, s)?;
-        if !path.starts_with(&head) {
+        // The tokens before the stable point must be the stable head.
+        let (s, head_ok) = if incomplete_tail(&y) == 0 {
+            let s = stable_point_of(&y, &pieces);
+            let n = pieces.iter().take_while(|&&(_, b)| b <= s).count();
+            let n_head = if n == 0 { 0 } else { counts[n - 1] };
+            let ok = path.len() >= n_head && path[..n_head] == whole[..n_head];
+            (s, ok.then_some(n_head))
+        } else {
+            let s = self.stable_point(&y)?;
+            let head = self.stable_head(&y, s)?;
+            (s, path.starts_with(&head).then_some(head.len()))
+        };
+        let Some(n_head) = head_ok else {
             return Ok(false);
-        }
-        let rest = &path[head.len()..];
+        };
+        let rest = &path[n_head..];
         let tail = &y[s..];
         let mut buf = Vec::with_capacity(tail.len() + 8);
         // Token ends inside the tail: a piece boundary anywhere else rules a probe out before

@@ -9,11 +9,14 @@
 use crate::error::{Error, Result};
 use crate::Rank;
 
-use super::fast::{first_char, CutMemo};
+use super::fast::{lookahead_key, CutMemo};
 use super::{ByteLm, Tree};
 
-/// Validity of (node path + one token), with the shortcuts of [`super::fast`].
-struct Check<'a> {
+/// Validity of (node path + one token), with the shortcuts of [`super::fast`], remembered per
+/// node path across calls: the same node meets the same tokens again at the next bytes (a
+/// narrower range each time) and in later windows with the same text after their stable
+/// point (each indented line), so a warm check is one array read.
+pub(super) struct Check<'a> {
     lm: &'a ByteLm,
     window: &'a [u8],
     path: Vec<Rank>,
@@ -21,10 +24,20 @@ struct Check<'a> {
     /// Where the node's tokens end, relative to the window.
     ends: Vec<usize>,
     cuts: CutMemo,
+    /// The current node's results by token id: 0 not known yet, 1 invalid, 2 valid. Taken
+    /// out of [`ByteLm`]'s `node_states` on `enter` and put back on leaving, so that no lock is
+    /// held while checking.
+    states: Vec<u8>,
+}
+
+impl Drop for Check<'_> {
+    fn drop(&mut self) {
+        self.leave();
+    }
 }
 
 impl<'a> Check<'a> {
-    fn new(lm: &'a ByteLm, window: &'a [u8]) -> Self {
+    pub(super) fn new(lm: &'a ByteLm, window: &'a [u8]) -> Self {
         Check {
             lm,
             window,
@@ -32,10 +45,27 @@ impl<'a> Check<'a> {
             end: 0,
             ends: Vec::new(),
             cuts: CutMemo::default(),
+            states: Vec::new(),
         }
     }
 
-    fn enter(&mut self, path: &[Rank], end: usize) -> Result<()> {
+    fn leave(&mut self) {
+        if self.states.is_empty() {
+            return;
+        }
+        let states = std::mem::take(&mut self.states);
+        // Bounded memory: about 64 MiB of states whatever the vocabulary size.
+        let cap = ((64usize << 20) / states.len().max(1)).max(64);
+        if let Ok(mut cache) = self.lm.node_states.lock() {
+            if cache.len() >= cap {
+                cache.clear();
+            }
+            cache.insert(self.path.clone(), states);
+        }
+    }
+
+    pub(super) fn enter(&mut self, path: &[Rank], end: usize) -> Result<()> {
+        self.leave();
         self.path.clear();
         self.path.extend_from_slice(path);
         self.end = end;
@@ -46,17 +76,46 @@ impl<'a> Check<'a> {
             self.ends.push(at);
         }
         self.cuts.clear();
+        let n_slots = self.lm.enc.bpe().n_slots();
+        self.states = self
+            .lm
+            .node_states
+            .lock()
+            .ok()
+            .and_then(|mut cache| cache.remove(path))
+            .unwrap_or_else(|| vec![0; n_slots]);
         Ok(())
     }
 
-    fn valid(&mut self, id: Rank, bytes: &[u8]) -> Result<bool> {
+    /// [`Check::check`], remembered for the current node.
+    pub(super) fn valid(&mut self, id: Rank, bytes: &[u8]) -> Result<bool> {
+        match self.states.get(id as usize) {
+            Some(1) => Ok(false),
+            Some(2) => Ok(true),
+            Some(_) => {
+                let v = self.check(id, bytes)?;
+                self.states[id as usize] = 1 + v as u8;
+                Ok(v)
+            }
+            None => self.check(id, bytes),
+        }
+    }
+
+    fn check(&mut self, id: Rank, bytes: &[u8]) -> Result<bool> {
         // The root's tokens start at the stable point, a boundary of every extension.
-        if let (Some(&last), Some(first)) = (self.path.last(), first_char(bytes)) {
-            let cut = self
-                .cuts
-                .get(self.lm, &self.window[..self.end], first, &self.ends)?;
+        if self.path.is_empty() {
+            return self.lm.is_valid_at_start(id);
+        }
+        if let (Some(&last), Some(key)) = (self.path.last(), lookahead_key(bytes)) {
+            let cut = self.cuts.get(
+                self.lm,
+                &self.path,
+                &self.window[..self.end],
+                key,
+                &self.ends,
+            )?;
             if let Some(head) = &cut.head_tokens {
-                return Ok(*head == self.path && self.lm.is_valid(&[id])?);
+                return Ok(*head == self.path && self.lm.is_valid_at_start(id)?);
             }
             let (possible, joined) = (cut.possible, cut.joined);
             if !(possible || joined && self.lm.is_canonical_pair(last, id)?) {

@@ -33,6 +33,7 @@ mod tests;
 mod tree;
 mod vocab;
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
 
 use rustc_hash::FxHashMap;
@@ -46,6 +47,9 @@ pub use marginal::Marginal;
 pub use tree::Tree;
 pub use vocab::SortedVocab;
 
+/// Cuts after a node by (node path, lookahead key), see [`fast`].
+type CutCache = FxHashMap<(Vec<Rank>, Vec<u8>), fast::Cut>;
+
 /// A tokenizer prepared for byte-level inference.
 #[derive(Debug)]
 pub struct ByteLm {
@@ -58,6 +62,13 @@ pub struct ByteLm {
     valid_cache: Mutex<FxHashMap<Vec<Rank>, bool>>,
     /// Canonical pairs, see [`fast`].
     pair_cache: Mutex<FxHashMap<u64, bool>>,
+    /// Pre-tokenizer cuts after a node, keyed by (node path, lookahead key), see [`fast`].
+    cut_cache: Mutex<CutCache>,
+    /// `is_valid(&[id])` by token id (0: not computed yet, 1: invalid, 2: valid): asked for
+    /// every token of the vocabulary at the root of every tree, so a table, not a hash map.
+    start_valid: Vec<AtomicU8>,
+    /// Validity of (node path + token) by token id, per node path, see `marginal::Check`.
+    node_states: Mutex<FxHashMap<Vec<Rank>, Vec<u8>>>,
 }
 
 impl ByteLm {
@@ -79,13 +90,33 @@ impl ByteLm {
             )));
         }
         let vocab = SortedVocab::new(bpe);
+        let start_valid = (0..bpe.n_slots()).map(|_| AtomicU8::new(0)).collect();
         Ok(ByteLm {
             enc,
             vocab,
             probes: canon::probes(),
             valid_cache: Mutex::new(FxHashMap::default()),
             pair_cache: Mutex::new(FxHashMap::default()),
+            cut_cache: Mutex::new(FxHashMap::default()),
+            start_valid,
+            node_states: Mutex::new(FxHashMap::default()),
         })
+    }
+
+    /// `is_valid(&[id])`, memoised in a table.
+    pub fn is_valid_at_start(&self, id: Rank) -> Result<bool> {
+        let Some(slot) = self.start_valid.get(id as usize) else {
+            return self.is_valid(&[id]);
+        };
+        match slot.load(Ordering::Relaxed) {
+            1 => Ok(false),
+            2 => Ok(true),
+            _ => {
+                let v = self.is_valid_uncached(&[id])?;
+                slot.store(1 + v as u8, Ordering::Relaxed);
+                Ok(v)
+            }
+        }
     }
 
     pub fn encoding(&self) -> &Encoding {

@@ -179,6 +179,93 @@ fn marginal_sums_to_prefix_mass_for_uniform_model() {
     assert!(bad.is_err());
 }
 
+/// Characters for the cut tests: the toy alphabet plus upper case, more digits, symbols and
+/// whitespace kinds, so that every alternative of the known patterns meets the cut.
+const CUT_ALPHABET: [&str; 22] = [
+    "a", "b", "s", "l", "e", "A", "B", "S", "'", " ", "  ", "\n", "\t", "\r", ".", "(", "/", "1",
+    "2", "3", "é", "\u{3000}",
+];
+
+fn random_cut_text(rng: &mut StdRng, max_chars: usize) -> Vec<u8> {
+    let n = rng.random_range(0..=max_chars);
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.extend_from_slice(CUT_ALPHABET[rng.random_range(0..CUT_ALPHABET.len())].as_bytes());
+    }
+    out
+}
+
+#[test]
+fn quick_cuts_equal_full_cuts() {
+    // `cut_at` runs eight probes when the key decides the cut; it must agree with all probes.
+    for pattern in KNOWN_PATTERNS {
+        let lm = toy(pattern);
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut quick = 0;
+        for _ in 0..10_000 {
+            let head = random_cut_text(&mut rng, 6);
+            let token = random_cut_text(&mut rng, 3);
+            let Some(key) = fast::lookahead_key(&token) else {
+                continue;
+            };
+            // Token ends: the canonical encoding's (the usual case) or every position.
+            let c = lm.canonical(&head).unwrap();
+            let mut ends: Vec<usize> = c
+                .iter()
+                .scan(0, |at, &id| {
+                    *at += lm.token_bytes(id).unwrap().len();
+                    Some(*at)
+                })
+                .collect();
+            if rng.random_bool(0.3) {
+                ends = (1..=head.len()).collect();
+            }
+            quick += fast::decided_by_key(&head, key) as usize;
+            assert_eq!(
+                lm.cut_at(&head, key, &ends).unwrap(),
+                lm.cut_at_full(&head, key, &ends).unwrap(),
+                "{pattern}: {:?} + {:?}",
+                String::from_utf8_lossy(&head),
+                String::from_utf8_lossy(key)
+            );
+        }
+        assert!(quick > 2000, "the quick path was rarely taken: {quick}");
+    }
+}
+
+#[test]
+fn shortcut_checks_equal_plain_validity() {
+    // Every (node, token) pair the marginalisation meets: the shortcuts (lookahead keys,
+    // quick and cached cuts, the start table, the per-node tables kept across texts) against
+    // the plain extension-probe test. Texts share the caches, as successive bytes do.
+    for pattern in [GPT2_PATTERN, LLAMA3_PATTERN] {
+        let lm = toy(pattern);
+        let mut rng = StdRng::seed_from_u64(8);
+        let mut pairs = 0;
+        for _ in 0..400 {
+            let x = random_cut_text(&mut rng, 8);
+            let tree = lm.tree(&x).unwrap();
+            let window = &x[tree.sigma..];
+            let mut check = marginal::Check::new(&lm, window);
+            for (node, &end) in tree.nodes.iter().zip(&tree.ends) {
+                check.enter(node, end).unwrap();
+                for j in lm.vocab.prefix_range(&window[end..]) {
+                    let id = lm.vocab.id(j);
+                    let path = [&node[..], &[id]].concat();
+                    pairs += 1;
+                    assert_eq!(
+                        check.valid(id, lm.vocab.bytes(j)).unwrap(),
+                        lm.is_valid_uncached(&path).unwrap(),
+                        "{pattern}: {:?} node {node:?} token {id}",
+                        String::from_utf8_lossy(&x)
+                    );
+                }
+            }
+        }
+        assert!(pairs > 10_000, "{pairs}");
+    }
+}
+
 #[test]
 fn unknown_patterns_are_refused() {
     let ranks: Vec<(Vec<u8>, Rank)> = (0..=255u8).map(|b| (vec![b], b as Rank)).collect();
