@@ -205,7 +205,7 @@ def _ratio(ours: _Outcome | None, ref: _Outcome | None) -> str:
     if ours.error:
         return "—"
     if ref.error:
-        return "ref fails"
+        return "ref not run" if ref.error.startswith("not run") else "ref fails"
     assert ours.seconds is not None and ref.seconds is not None
     if ours.seconds <= 0:
         return "—"
@@ -692,7 +692,7 @@ def _run(
                     return p.ref_encode(p.ref, text)
 
                 ours_times.append(_measure(ours_w, min(reps, 2)))
-                ref_times.append(_measure(ref_w, min(reps, 2)))
+                ref_times.append(_measure_within_budget(ref_w, text, s, min(reps, 2), p=pair))
             wrows.append(
                 [
                     case,
@@ -733,6 +733,23 @@ def _run(
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(report, encoding="utf-8")
     return report
+
+
+# A reference whose worst case grows quadratically (TokenDagger takes minutes on a megabyte of
+# one letter) would hold the benchmark for hours; such sizes are reported, not run.
+WORST_BUDGET_S = 20.0
+
+
+def _measure_within_budget(
+    fn: Callable[[], object], text: str, size_mb: float, repeats: int, p: _Pair
+) -> _Outcome:
+    """Times `fn` unless a sixteenth of `text`, timed first, predicts more than
+    `WORST_BUDGET_S` under quadratic growth."""
+    probe = text[: max(1, len(text) // 16)]
+    t = _measure(lambda: p.ref_encode(p.ref, probe), 1)
+    if t.seconds is not None and t.seconds * 16 * 16 > WORST_BUDGET_S:
+        return _Outcome(error=f"not run (1/16 of it: {_fmt_secs(t)})")
+    return _measure(fn, repeats)
 
 
 def _growth(times: Sequence[_Outcome], sizes: Sequence[float]) -> str:
