@@ -606,6 +606,12 @@ def _run(
                         fn(enc, d)
                     except Exception:
                         pass
+            # The batch paths too (the first numpy-returning call initialises numpy's C API).
+            for enc, bfn in ((pair.ours, pair.ours_batch), (pair.ref, pair.ref_batch)):
+                try:
+                    bfn(enc, warm_docs[:2], 2)
+                except Exception:
+                    pass
         # Encode.
         header = ["corpus", "threads", "tokenmill MB/s", f"{pair.ref_name} MB/s", "ratio"]
         rows: list[list[str]] = []
