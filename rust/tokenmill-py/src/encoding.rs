@@ -4,7 +4,6 @@
 use numpy::{PyArray1, PyArrayMethods};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString};
 use tokenmill_core::encoding::{par_map, SpecialFilter};
 use tokenmill_core::{tiktoken_file, Encoding, Rank};
@@ -14,16 +13,23 @@ use crate::{run, run_batch};
 #[pyclass(module = "tokenmill._core", frozen, name = "CoreBPE")]
 pub struct CoreBpe {
     pub(crate) inner: Encoding,
-    /// One Python int per id, made the first time the id is returned (see `ids_to_list`).
-    ints: Box<[PyOnceLock<Py<PyAny>>]>,
+    /// One Python int per ordinary id (see `ids_to_list`).
+    ints: Box<[Py<PyAny>]>,
 }
 
 impl CoreBpe {
-    pub(crate) fn wrap(inner: Encoding) -> Self {
-        // Ordinary ids only: special ids may be anywhere in u32 (tiktoken allows it), and
-        // their ints are made when returned.
-        let ints = (0..inner.bpe().n_slots())
-            .map(|_| PyOnceLock::new())
+    pub(crate) fn wrap(py: Python<'_>, inner: Encoding) -> Self {
+        // Made up front in id order, which is roughly frequency order for BPE vocabularies,
+        // so the ints of common tokens sit together in memory (fewer cache misses on the
+        // reference counts). Ordinary ids only: special ids may be anywhere in u32 (tiktoken
+        // allows it), and their ints are made when returned.
+        let ints = (0..inner.bpe().n_slots() as Rank)
+            .map(|id| {
+                id.into_pyobject(py)
+                    .expect("infallible")
+                    .into_any()
+                    .unbind()
+            })
             .collect();
         CoreBpe { inner, ints }
     }
@@ -52,15 +58,7 @@ impl CoreBpe {
             }
             for (i, &id) in ids.iter().enumerate() {
                 let item = match self.ints.get(id as usize) {
-                    Some(cell) => cell
-                        .get_or_init(py, || {
-                            id.into_pyobject(py)
-                                .expect("infallible")
-                                .into_any()
-                                .unbind()
-                        })
-                        .clone_ref(py)
-                        .into_ptr(),
+                    Some(int) => int.clone_ref(py).into_ptr(),
                     None => id.into_pyobject(py).expect("infallible").into_ptr(),
                 };
                 ffi::PyList_SET_ITEM(list, i as ffi::Py_ssize_t, item);
@@ -216,7 +214,7 @@ impl CoreBpe {
         let specials = extract_specials(special_tokens)?;
         let pattern = pattern.to_string();
         let inner = run(py, move || Encoding::new(&pattern, ranks, specials))?;
-        Ok(CoreBpe::wrap(inner))
+        Ok(CoreBpe::wrap(py, inner))
     }
 
     /// Builds an encoding straight from the bytes of a `.tiktoken` file (parsed in Rust).
@@ -233,7 +231,7 @@ impl CoreBpe {
             let ranks = tiktoken_file::parse(contents, source_name)?;
             Encoding::new(pattern, ranks, specials)
         })?;
-        Ok(CoreBpe::wrap(inner))
+        Ok(CoreBpe::wrap(py, inner))
     }
 
     /// Parses a `.tiktoken` file's bytes into a {token bytes: rank} dict.

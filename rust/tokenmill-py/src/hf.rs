@@ -198,7 +198,7 @@ impl HfTokenizer {
 
     fn to_core_bpe(&self, py: Python<'_>) -> PyResult<CoreBpe> {
         let inner = run(py, || self.inner.to_encoding())?;
-        Ok(CoreBpe::wrap(inner))
+        Ok(CoreBpe::wrap(py, inner))
     }
 }
 
