@@ -8,9 +8,9 @@ pickling by registered name.
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from collections.abc import Set as AbstractSet
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from tokenmill import _core
 
@@ -27,6 +27,26 @@ _Disallowed = Literal["all"] | Collection[str]
 def _fix_surrogates(text: str) -> str:
     # What tiktoken does with lone surrogates, which UTF-8 cannot carry: they become U+FFFD.
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+_R = TypeVar("_R")
+
+
+def _on_text(call: Callable[[str], _R], text: str) -> _R:
+    """`call(text)`, retried with lone surrogates replaced if the text cannot be UTF-8 (the
+    check costs nothing on valid text: the Rust side raises UnicodeEncodeError)."""
+    try:
+        return call(text)
+    except UnicodeEncodeError:
+        return call(_fix_surrogates(text))
+
+
+def _on_texts(call: Callable[[list[str]], _R], texts: list[str]) -> _R:
+    """`_on_text` for a batch: every text is fixed when any one needs it."""
+    try:
+        return call(texts)
+    except UnicodeEncodeError:
+        return call([_fix_surrogates(t) for t in texts])
 
 
 class Encoding:
@@ -103,10 +123,7 @@ class Encoding:
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encodes a string, treating special-token text as ordinary text."""
-        try:
-            return self._core_bpe.encode_ordinary(text)
-        except UnicodeEncodeError:
-            return self._core_bpe.encode_ordinary(_fix_surrogates(text))
+        return _on_text(self._core_bpe.encode_ordinary, text)
 
     def encode(
         self,
@@ -118,10 +135,9 @@ class Encoding:
         """Encodes a string. Text matching a special token raises ValueError unless the token is
         in `allowed_special` (encoded as the special token) or not in `disallowed_special`
         (encoded as ordinary text); by default every special token is disallowed."""
-        try:
-            return self._core_bpe.encode(text, allowed_special, disallowed_special)
-        except UnicodeEncodeError:
-            return self._core_bpe.encode(_fix_surrogates(text), allowed_special, disallowed_special)
+        return _on_text(
+            lambda t: self._core_bpe.encode(t, allowed_special, disallowed_special), text
+        )
 
     def encode_to_numpy(
         self,
@@ -131,21 +147,13 @@ class Encoding:
         disallowed_special: _Disallowed = "all",
     ) -> npt.NDArray[np.uint32]:
         """Like `encode`, returning a numpy uint32 array that owns the Rust buffer (no copy)."""
-        try:
-            return self._core_bpe.encode_to_numpy(text, allowed_special, disallowed_special)
-        except UnicodeEncodeError:
-            return self._core_bpe.encode_to_numpy(
-                _fix_surrogates(text), allowed_special, disallowed_special
-            )
+        return _on_text(
+            lambda t: self._core_bpe.encode_to_numpy(t, allowed_special, disallowed_special), text
+        )
 
     def encode_ordinary_batch(self, text: list[str], *, num_threads: int = 8) -> list[list[int]]:
         """Encodes many strings on `num_threads` threads, all in Rust, GIL released."""
-        try:
-            return self._core_bpe.encode_ordinary_batch(text, num_threads)
-        except UnicodeEncodeError:
-            return self._core_bpe.encode_ordinary_batch(
-                [_fix_surrogates(t) for t in text], num_threads
-            )
+        return _on_texts(lambda ts: self._core_bpe.encode_ordinary_batch(ts, num_threads), text)
 
     def encode_batch(
         self,
@@ -156,14 +164,12 @@ class Encoding:
         disallowed_special: _Disallowed = "all",
     ) -> list[list[int]]:
         """Encodes many strings on `num_threads` threads; special tokens as in `encode`."""
-        try:
-            return self._core_bpe.encode_batch(
-                text, allowed_special, disallowed_special, num_threads
-            )
-        except UnicodeEncodeError:
-            return self._core_bpe.encode_batch(
-                [_fix_surrogates(t) for t in text], allowed_special, disallowed_special, num_threads
-            )
+        return _on_texts(
+            lambda ts: self._core_bpe.encode_batch(
+                ts, allowed_special, disallowed_special, num_threads
+            ),
+            text,
+        )
 
     def encode_ordinary_batch_to_numpy(
         self, text: list[str], *, num_threads: int = 8
@@ -171,12 +177,9 @@ class Encoding:
         """`encode_ordinary_batch` as one flat uint32 array of ids plus int64 offsets: document
         `i` is `ids[offsets[i]:offsets[i + 1]]`. No Python object per token, the GIL released
         throughout, and the arrays own Rust's buffers (no copy)."""
-        try:
-            return self._core_bpe.encode_ordinary_batch_to_numpy(text, num_threads)
-        except UnicodeEncodeError:
-            return self._core_bpe.encode_ordinary_batch_to_numpy(
-                [_fix_surrogates(t) for t in text], num_threads
-            )
+        return _on_texts(
+            lambda ts: self._core_bpe.encode_ordinary_batch_to_numpy(ts, num_threads), text
+        )
 
     def encode_batch_to_numpy(
         self,
@@ -187,14 +190,12 @@ class Encoding:
         disallowed_special: _Disallowed = "all",
     ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64]]:
         """`encode_batch` as a flat array plus offsets, like `encode_ordinary_batch_to_numpy`."""
-        try:
-            return self._core_bpe.encode_batch_to_numpy(
-                text, allowed_special, disallowed_special, num_threads
-            )
-        except UnicodeEncodeError:
-            return self._core_bpe.encode_batch_to_numpy(
-                [_fix_surrogates(t) for t in text], allowed_special, disallowed_special, num_threads
-            )
+        return _on_texts(
+            lambda ts: self._core_bpe.encode_batch_to_numpy(
+                ts, allowed_special, disallowed_special, num_threads
+            ),
+            text,
+        )
 
     def encode_with_unstable(
         self,
@@ -205,12 +206,10 @@ class Encoding:
     ) -> tuple[list[int], list[list[int]]]:
         """The stable tokens of `text` and every sequence its unstable tail may become once more
         text follows (completions sorted; tiktoken returns them in hash order)."""
-        try:
-            return self._core_bpe.encode_with_unstable(text, allowed_special, disallowed_special)
-        except UnicodeEncodeError:
-            return self._core_bpe.encode_with_unstable(
-                _fix_surrogates(text), allowed_special, disallowed_special
-            )
+        return _on_text(
+            lambda t: self._core_bpe.encode_with_unstable(t, allowed_special, disallowed_special),
+            text,
+        )
 
     def encode_single_token(self, text_or_bytes: str | bytes) -> int:
         """The id of a single token (ordinary or special); KeyError if it is not one token."""
