@@ -144,14 +144,19 @@ def check_against_brute_force(lm: ByteLM, ref: BruteForce, x: bytes) -> None:
     assert math.exp(bins[EOS]) == pytest.approx(ref.eos_mass(x), rel=1e-9)
 
 
-@pytest.mark.parametrize("pattern", PATTERNS)
-def test_ngram_matches_brute_force(pattern: str) -> None:
+def _ngram_and_brute_force(pattern: str, seed: int) -> tuple[ByteLM, BruteForce]:
+    """A byte-level LM over a random bigram table on the toy tokenizer, and its brute-force
+    reference (end of text doubling as beginning of text)."""
     tok = toy_tokenizer(pattern)
     eos = tok.token_to_id("<|endoftext|>")
     assert eos is not None
-    model = NGram(tok.get_vocab_size(), seed=1)
-    lm = ByteLM(model, tok, bos_token_id=eos, eos_token_id=eos)
-    ref = BruteForce(tok, model, eos, eos)
+    model = NGram(tok.get_vocab_size(), seed=seed)
+    return ByteLM(model, tok, bos_token_id=eos, eos_token_id=eos), BruteForce(tok, model, eos, eos)
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_ngram_matches_brute_force(pattern: str) -> None:
+    lm, ref = _ngram_and_brute_force(pattern, seed=1)
     for s in ["", *STRINGS]:
         x = s.encode()
         for k in range(len(x) + 1):
@@ -382,12 +387,7 @@ def test_random_strings_match_brute_force(pattern: str) -> None:
 
     rng = random.Random(pattern)
     chars = sorted(set(TOY_TEXT))
-    tok = toy_tokenizer(pattern)
-    eos = tok.token_to_id("<|endoftext|>")
-    assert eos is not None
-    model = NGram(tok.get_vocab_size(), seed=7)
-    lm = ByteLM(model, tok, bos_token_id=eos, eos_token_id=eos)
-    ref = BruteForce(tok, model, eos, eos)
+    lm, ref = _ngram_and_brute_force(pattern, seed=7)
     for _ in range(100):
         x = "".join(rng.choice(chars) for _ in range(rng.randint(1, 7))).encode()
         check_against_brute_force(lm, ref, x)
