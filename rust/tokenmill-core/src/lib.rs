@@ -22,6 +22,7 @@ pub mod hf;
 pub mod pretokenize;
 pub mod speculative;
 pub mod tiktoken_file;
+mod token_table;
 pub mod train;
 
 pub use encoding::Encoding;
