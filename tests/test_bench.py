@@ -25,6 +25,8 @@ def test_run_tiny(tmp_path: Path) -> None:
         "## Llama-3 tokenizer.json: tokenmill vs HF tokenizers",
         "## cl100k (quicktok's bundled copy): tokenmill vs quicktok-v1",
         "## Llama-3 vocabulary as a tiktoken encoding: tokenmill vs tiktoken",
+        "## o200k_base (quicktok's bundled copy): tokenmill vs quicktok-v1",
+        "## o200k_base (quicktok's bundled copy): tokenmill vs tiktoken",
         "### Load time",
         "### Encode",
         "### Decode",
@@ -34,8 +36,8 @@ def test_run_tiny(tmp_path: Path) -> None:
     # Every library is importable here, so no row may be missing a number.
     assert "not importable" not in report
     rows = [ln for ln in report.splitlines() if ln.startswith("| tiny |")]
-    # TokenDagger is optional (an sdist needing libpcre2-dev); the other four always run.
-    pairs = 4 + (importlib.util.find_spec("tokendagger") is not None)
+    # TokenDagger is optional (an sdist needing libpcre2-dev); the other six always run.
+    pairs = 6 + (importlib.util.find_spec("tokendagger") is not None)
     # corpus table + pairs x (2 thread counts + 1 decode row)
     assert len(rows) == 1 + pairs * (2 + 1), rows
     # Every pair's ids were compared with the reference's, and all were identical.

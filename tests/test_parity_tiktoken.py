@@ -498,6 +498,47 @@ def test_decode_with_offsets(
 
 
 @pytest.fixture(scope="module")
+def o200k_pair(tm: Any) -> tuple[Any, Any]:
+    """o200k_base itself (its ranks from the copy quicktok-v1 bundles, sha256-checked against
+    the official file), as tiktoken and as tokenmill."""
+    import quicktok
+
+    from tokenmill._builtin_encodings import o200k_base_spec
+    from tokenmill.bench import quicktok_o200k_ranks
+
+    ranks = quicktok_o200k_ranks(quicktok)
+    assert ranks is not None, "quicktok-v1's bundled o200k vocabulary is not o200k_base"
+    spec = o200k_base_spec(ranks)
+    return tiktoken.Encoding(**spec), no_panic(lambda: tm.Encoding(**spec))
+
+
+@pytest.mark.parametrize("slice_name", SLICES)
+@pytest.mark.parametrize("corpus", CORPORA)
+def test_o200k_base(corpus: str, slice_name: str, o200k_pair: tuple[Any, Any]) -> None:
+    ref, got = o200k_pair
+    docs = _docs(corpus, slice_name)
+    check_parity_streaming(
+        f"encode_ordinary[o200k_base, {corpus}]",
+        docs,
+        lambda ds: ref.encode_ordinary_batch(ds, num_threads=2),
+        lambda ds: got.encode_ordinary_batch(ds, num_threads=2),
+        ref.decode_single_token_bytes,
+        chunk=256,
+    )
+    if slice_name == "small":
+        sdocs = sprinkle(docs, ["<|endoftext|>", "<|endofprompt|>"], seed=37)
+        expected = [ref.encode(d, allowed_special="all") for d in sdocs]
+        assert_same_ids(
+            f"encode(allowed_special='all')[o200k_base, {corpus}]",
+            sdocs,
+            expected,
+            [got.encode(d, allowed_special="all") for d in sdocs],
+            ref.decode_single_token_bytes,
+        )
+        assert [got.decode(ids) for ids in expected] == [ref.decode(ids) for ids in expected]
+
+
+@pytest.fixture(scope="module")
 def pattern_pairs(
     tm: Any, tt_cl100k: Any, cl100k_path: Path, llama3_json_path: Path
 ) -> dict[str, tuple[Any, Any]]:

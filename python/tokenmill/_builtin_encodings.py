@@ -135,16 +135,23 @@ def cl100k_base() -> dict[str, Any]:
     }
 
 
-def o200k_base() -> dict[str, Any]:
+O200K_BASE_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
+
+
+def o200k_base_spec(mergeable_ranks: dict[bytes, int]) -> dict[str, Any]:
+    """o200k_base's constructor arguments around ranks obtained elsewhere."""
     return {
         "name": "o200k_base",
         "pat_str": O200K_PAT_STR,
-        "mergeable_ranks": load_tiktoken_bpe(
-            f"{_BLOB}/encodings/o200k_base.tiktoken",
-            expected_hash="446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
-        ),
+        "mergeable_ranks": mergeable_ranks,
         "special_tokens": {ENDOFTEXT: 199999, ENDOFPROMPT: 200018},
     }
+
+
+def o200k_base() -> dict[str, Any]:
+    return o200k_base_spec(
+        load_tiktoken_bpe(f"{_BLOB}/encodings/o200k_base.tiktoken", expected_hash=O200K_BASE_SHA256)
+    )
 
 
 def o200k_harmony() -> dict[str, Any]:

