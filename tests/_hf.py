@@ -4,7 +4,25 @@ from __future__ import annotations
 
 import json
 
-HF_VARIANTS = ["llama3", "llama3-bos", "gpt2", "gpt2-bos", "gpt2-prefix-space"]
+HF_VARIANTS = [
+    "llama3",
+    "llama3-bos",
+    "llama3-nfc",
+    "gpt2",
+    "gpt2-bos",
+    "gpt2-prefix-space",
+    "gpt2-nfc",
+]
+# Variants whose normalizer is NFC, as Qwen2/2.5/3's tokenizer.json files have.
+NFC_VARIANTS = ["llama3-nfc", "gpt2-nfc"]
+
+
+def with_nfc(tokenizer_json: str, as_sequence: bool = False) -> str:
+    """The same tokenizer with an NFC normalizer (alone, or as a one-step Sequence)."""
+    d = json.loads(tokenizer_json)
+    nfc = {"type": "NFC"}
+    d["normalizer"] = {"type": "Sequence", "normalizers": [nfc]} if as_sequence else nfc
+    return json.dumps(d)
 
 
 def llama3_with_bos(llama3_json: str) -> str:
@@ -84,4 +102,5 @@ def trained_variants(base_json: str) -> dict[str, str]:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     out["gpt2-prefix-space"] = tok.to_str()
+    out["gpt2-nfc"] = with_nfc(base_json, as_sequence=True)
     return out

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 import corpora
-from _hf import llama3_with_bos, train_base, trained_variants
+from _hf import llama3_with_bos, train_base, trained_variants, with_nfc
 
 # ----------------------------------------------------------------------------------------
 # Markers / collection
@@ -174,7 +174,11 @@ def trained_json(
 
 @pytest.fixture(scope="session")
 def hf_json_variants(llama3_json: str, trained_json: dict[str, str]) -> dict[str, str]:
-    v = {"llama3": llama3_json, "llama3-bos": llama3_with_bos(llama3_json)}
+    v = {
+        "llama3": llama3_json,
+        "llama3-bos": llama3_with_bos(llama3_json),
+        "llama3-nfc": with_nfc(llama3_json),
+    }
     v.update(trained_json)
     return v
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import unicodedata
 from typing import Any
 
 import pytest
@@ -23,7 +24,7 @@ from _helpers import (
     same_outcome,
     sprinkle,
 )
-from _hf import HF_VARIANTS, TRAINED_ADDED, TRAINED_SPECIALS
+from _hf import HF_VARIANTS, NFC_VARIANTS, TRAINED_ADDED, TRAINED_SPECIALS
 
 CORPORA = list(corpora.CORPUS_NAMES)
 SLICES = [
@@ -103,6 +104,9 @@ def test_trained_fixture_is_what_we_asked_for(hf_json_variants: dict[str, str]) 
         json.loads(hf_json_variants["gpt2-prefix-space"])["pre_tokenizer"]["add_prefix_space"]
         is True
     )
+    for name in NFC_VARIANTS:
+        norm = json.loads(hf_json_variants[name])["normalizer"]
+        assert "NFC" in json.dumps(norm), norm
 
 
 # ----------------------------------------------------------------------------------------
@@ -157,6 +161,36 @@ def test_encode_with_added_tokens(
     docs = sprinkle(corpora.corpus(corpus, "small")[:30], _added_pieces(ref), seed=41, per_doc=6)
     for add in (True, False):
         _check_encode(variant, corpus, docs, hf_pairs, add_special_tokens=add)
+
+
+@pytest.mark.parametrize("slice_name", SLICES)
+@pytest.mark.parametrize("variant", NFC_VARIANTS)
+def test_nfc_normalizer_on_decomposed_text(
+    variant: str, slice_name: str, hf_pairs: dict[str, tuple[Any, Any]]
+) -> None:
+    """Real text is mostly NFC already, so it is decomposed (NFD) first: every accented
+    letter, Hangul syllable and the like must be recomposed, and every offset mapped back to
+    the decomposed original exactly as HF maps it. Added tokens are sprinkled in, and combining
+    marks put right after some of them (a mark after a raw added token has nothing to compose
+    with)."""
+    ref, _ = hf_pairs[variant]
+    corpus = "multilingual"  # code and prose are ASCII
+    docs = [unicodedata.normalize("NFD", d) for d in corpora.corpus(corpus, slice_name)]
+    assert sum(d != unicodedata.normalize("NFC", d) for d in docs) > len(docs) // 4
+    if slice_name == "small":
+        marks = [p + "\u0301" for p in _added_pieces(ref)[:8]] + ["\u0308", "e\u0301\u0323"]
+        docs += sprinkle(docs[:30], _added_pieces(ref) + marks, seed=43, per_doc=6)
+    for add in (True, False):
+        _check_encode(variant, f"NFD {corpus}", docs, hf_pairs, add_special_tokens=add)
+
+
+def test_nfc_tokenizer_is_not_converted_to_an_encoding(
+    hf_pairs: dict[str, tuple[Any, Any]],
+) -> None:
+    # An Encoding (and so a byte-level LM) works on the bytes as given; it cannot normalize.
+    _, got = _pair(hf_pairs, "llama3-nfc")
+    with pytest.raises(NotImplementedError, match="normalizer"):
+        got.to_encoding()
 
 
 @pytest.mark.parametrize("variant", HF_VARIANTS)

@@ -1,8 +1,9 @@
 """`Tokenizer`: a drop-in for `tokenizers.Tokenizer` on byte-level BPE `tokenizer.json` files.
 
-Ids, tokens and offsets are those `tokenizers` produces. A file feature that tokenmill cannot
-reproduce exactly (Unigram/WordPiece models, normalizers, ...) raises NotImplementedError
-naming it, at load time, instead of giving different ids later.
+Ids, tokens and offsets are those `tokenizers` produces, also through an NFC normalizer (Qwen's
+files). A file feature that tokenmill cannot reproduce exactly (Unigram/WordPiece models, other
+normalizers, ...) raises NotImplementedError naming it, at load time, instead of giving
+different ids later.
 """
 
 from __future__ import annotations

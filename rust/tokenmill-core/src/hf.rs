@@ -17,6 +17,7 @@ use crate::bpe::{Bpe, MissingByte};
 use crate::bytes_unicode;
 use crate::encoding::{par_map, Encoding, SpecialTokens};
 use crate::error::{Error, Result};
+use crate::normalize;
 use crate::pretokenize::Pretokenizer;
 use crate::Rank;
 
@@ -124,6 +125,35 @@ pub struct HfTokenizer {
     /// What the decoder turns each added token into (model tokens decode from `bpe`).
     decoded_added: FxHashMap<Rank, Vec<u8>>,
     decoder_byte_level: bool,
+    /// The file's normalizer is NFC.
+    nfc: bool,
+}
+
+/// Text between added tokens, or an added token, as [`HfTokenizer::walk`] reports them.
+enum Part<'a> {
+    /// `added[idx]`, matched as `matched` at original byte range `span`.
+    Added {
+        idx: usize,
+        span: (usize, usize),
+        matched: &'a str,
+    },
+    /// `view[start..end]` goes to the pre-tokenizer; `view` is the original text, or the
+    /// normalized text of the segment with each byte's original range in `align`.
+    Text {
+        view: &'a str,
+        start: usize,
+        end: usize,
+        align: Option<&'a [(usize, usize)]>,
+    },
+}
+
+/// The original byte range of bytes `[a, b)` of a view (see [`Part::Text`]).
+#[inline]
+fn to_original(align: Option<&[(usize, usize)]>, a: usize, b: usize) -> (usize, usize) {
+    match align {
+        None => (a, b),
+        Some(al) => (al[a].0, al[b - 1].1),
+    }
 }
 
 fn unsupported(what: impl Into<String>) -> Error {
@@ -157,13 +187,23 @@ impl HfTokenizer {
         let root: RootRepr = serde_json::from_str(json)
             .map_err(|e| bad(format!("not a valid tokenizer.json: {e}")))?;
 
-        // --- normalizer: byte-level BPE files have none.
-        if !root.normalizer.is_null() {
+        // --- normalizer: none, or NFC (Qwen's files), alone or as a one-step Sequence.
+        let norm = &root.normalizer;
+        let nfc_only = |v: &Value| get_str(v, "type") == Some("NFC");
+        let nfc = if norm.is_null() {
+            false
+        } else if nfc_only(norm)
+            || (get_str(norm, "type") == Some("Sequence")
+                && matches!(norm.get("normalizers").and_then(Value::as_array),
+                    Some(steps) if steps.len() == 1 && nfc_only(&steps[0])))
+        {
+            true
+        } else {
             return Err(unsupported(format!(
-                "normalizer {:?} (only byte-level BPE without a normalizer is supported)",
-                get_str(&root.normalizer, "type").unwrap_or("?")
+                "normalizer {:?} (only none or NFC is supported)",
+                get_str(norm, "type").unwrap_or("?")
             )));
-        }
+        };
         if !root.truncation.is_null() || !root.padding.is_null() {
             return Err(unsupported("truncation or padding settings in the file"));
         }
@@ -342,8 +382,8 @@ impl HfTokenizer {
                     lstrip: get_bool(t, "lstrip", false),
                     rstrip: get_bool(t, "rstrip", false),
                 };
-                // Without a normalizer, "normalized" and raw matching see the same text; HF
-                // still runs the two passes separately, and so do we.
+                // Raw tokens are matched on the original text, normalized ones on the
+                // normalized segments between them (HF's two passes; see `walk`).
                 if get_bool(t, "normalized", !special) {
                     norm_idx.push(added.len());
                 } else {
@@ -399,6 +439,7 @@ impl HfTokenizer {
             str_to_id,
             decoded_added,
             decoder_byte_level,
+            nfc,
         })
     }
 
@@ -626,47 +667,84 @@ impl HfTokenizer {
 
     // ------------------------------------------------------------------ encoding
 
-    /// Cuts added tokens out of `text`: (start, end, Some(added index)) for tokens, None for text.
-    fn split_added(&self, text: &str) -> Vec<(usize, usize, Option<usize>)> {
-        let mut segments = vec![(0, text.len(), None)];
-        for matcher in [&self.raw_matcher, &self.normalized_matcher]
-            .into_iter()
-            .flatten()
-        {
-            let mut next = Vec::with_capacity(segments.len());
-            for seg in segments {
-                if seg.2.is_some() {
-                    next.push(seg);
-                    continue;
-                }
-                let (s0, e0) = (seg.0, seg.1);
-                let sub = &text[s0..e0];
-                let mut cursor = 0;
-                for m in matcher.ac.find_iter(sub) {
-                    let idx = matcher.tokens[m.pattern().as_usize()];
-                    let tok = &self.added[idx];
-                    let (mut start, mut stop) = (m.start(), m.end());
-                    if tok.lstrip {
-                        let trimmed = sub[..start].trim_end_matches(char::is_whitespace).len();
-                        start = trimmed.max(cursor);
-                    }
-                    if tok.rstrip {
-                        stop += sub[stop..].len()
-                            - sub[stop..].trim_start_matches(char::is_whitespace).len();
-                    }
-                    if cursor < start {
-                        next.push((s0 + cursor, s0 + start, None));
-                    }
-                    next.push((s0 + start, s0 + stop, Some(idx)));
-                    cursor = stop;
-                }
-                if cursor < sub.len() {
-                    next.push((s0 + cursor, e0, None));
-                }
+    /// Cuts the added tokens of `matcher` out of `text[start..end]`: (start, end, Some(added
+    /// index)) for tokens, None for text between them.
+    fn split_with(
+        &self,
+        matcher: Option<&AddedMatcher>,
+        text: &str,
+        start: usize,
+        end: usize,
+    ) -> Vec<(usize, usize, Option<usize>)> {
+        let Some(matcher) = matcher else {
+            return vec![(start, end, None)];
+        };
+        let mut next = Vec::new();
+        let sub = &text[start..end];
+        let mut cursor = 0;
+        for m in matcher.ac.find_iter(sub) {
+            let idx = matcher.tokens[m.pattern().as_usize()];
+            let tok = &self.added[idx];
+            let (mut a, mut b) = (m.start(), m.end());
+            if tok.lstrip {
+                let trimmed = sub[..a].trim_end_matches(char::is_whitespace).len();
+                a = trimmed.max(cursor);
             }
-            segments = next;
+            if tok.rstrip {
+                b += sub[b..].len() - sub[b..].trim_start_matches(char::is_whitespace).len();
+            }
+            if cursor < a {
+                next.push((start + cursor, start + a, None));
+            }
+            next.push((start + a, start + b, Some(idx)));
+            cursor = b;
         }
-        segments
+        if cursor < sub.len() {
+            next.push((start + cursor, end, None));
+        }
+        next
+    }
+
+    /// HF's `extract_and_normalize`: added tokens with `normalized: false` are cut out of the
+    /// original text, each remaining segment is normalized, and the `normalized: true` ones are
+    /// cut out of that; `f` sees every part in order.
+    fn walk(&self, text: &str, mut f: impl FnMut(Part<'_>) -> Result<()>) -> Result<()> {
+        for (s, e, added) in self.split_with(self.raw_matcher.as_ref(), text, 0, text.len()) {
+            if let Some(idx) = added {
+                let matched = &text[s..e];
+                f(Part::Added {
+                    idx,
+                    span: (s, e),
+                    matched,
+                })?;
+                continue;
+            }
+            let norm = if self.nfc {
+                normalize::nfc_aligned(&text[s..e], s)
+            } else {
+                None
+            };
+            let (view, vs, ve, align) = match &norm {
+                Some((n, al)) => (n.as_str(), 0, n.len(), Some(al.as_slice())),
+                None => (text, s, e, None),
+            };
+            for (a, b, added) in self.split_with(self.normalized_matcher.as_ref(), view, vs, ve) {
+                f(match added {
+                    Some(idx) => Part::Added {
+                        idx,
+                        span: to_original(align, a, b),
+                        matched: &view[a..b],
+                    },
+                    None => Part::Text {
+                        view,
+                        start: a,
+                        end: b,
+                        align,
+                    },
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// Runs the pre-tokenizer steps over one segment `[start, end)` of `text`.
@@ -742,34 +820,42 @@ impl HfTokenizer {
         let mut enc = HfEncoding::default();
         // Byte offsets first; converted to char offsets at the end.
         let mut spans = Vec::new();
-        for (start, end, added) in self.split_added(text) {
-            if let Some(i) = added {
-                let t = &self.added[i];
-                // HF reports the matched text, which includes whitespace taken by lstrip/rstrip.
-                enc.overrides
-                    .push((enc.ids.len(), text[start..end].to_string()));
-                enc.ids.push(t.id);
-                enc.offsets.push((start, end));
-                continue;
-            }
-            for piece in self.pre_tokenize(text, start, end)? {
+        self.walk(text, |part| {
+            let (view, start, end, align) = match part {
+                Part::Added { idx, span, matched } => {
+                    // HF reports the matched text, which includes whitespace taken by
+                    // lstrip/rstrip.
+                    enc.overrides.push((enc.ids.len(), matched.to_string()));
+                    enc.ids.push(self.added[idx].id);
+                    enc.offsets.push(span);
+                    return Ok(());
+                }
+                Part::Text {
+                    view,
+                    start,
+                    end,
+                    align,
+                } => (view, start, end, align),
+            };
+            for piece in self.pre_tokenize(view, start, end)? {
                 spans.clear();
                 match piece.prefix {
                     None => self
                         .bpe
-                        .encode_piece_spans(&text.as_bytes()[piece.start..piece.end], &mut spans)?,
+                        .encode_piece_spans(&view.as_bytes()[piece.start..piece.end], &mut spans)?,
                     Some(_) => self
                         .bpe
-                        .encode_piece_spans(&piece.bytes(text), &mut spans)?,
+                        .encode_piece_spans(&piece.bytes(view), &mut spans)?,
                 }
                 for sp in &spans {
                     enc.ids.push(sp.id);
-                    let first = piece.align(sp.start as usize, text).0;
-                    let last = piece.align(sp.end as usize - 1, text).1;
-                    enc.offsets.push((first, last));
+                    let first = piece.align(sp.start as usize, view).0;
+                    let last = piece.align(sp.end as usize - 1, view).1;
+                    enc.offsets.push(to_original(align, first, last));
                 }
             }
-        }
+            Ok(())
+        })?;
         let n = enc.ids.len();
         enc.type_ids = vec![0; n];
         enc.special_tokens_mask = vec![0; n];
@@ -859,20 +945,26 @@ impl HfTokenizer {
     /// Ids only: the same pipeline without strings and offsets.
     pub fn encode_ids(&self, text: &str, add_special_tokens: bool) -> Result<Vec<Rank>> {
         let mut ids = Vec::with_capacity(text.len() / 3 + 2);
-        for (start, end, added) in self.split_added(text) {
-            if let Some(i) = added {
-                ids.push(self.added[i].id);
-                continue;
-            }
-            for piece in self.pre_tokenize(text, start, end)? {
+        self.walk(text, |part| {
+            let (view, start, end) = match part {
+                Part::Added { idx, .. } => {
+                    ids.push(self.added[idx].id);
+                    return Ok(());
+                }
+                Part::Text {
+                    view, start, end, ..
+                } => (view, start, end),
+            };
+            for piece in self.pre_tokenize(view, start, end)? {
                 match piece.prefix {
                     None => self
                         .bpe
-                        .encode_piece(&text.as_bytes()[piece.start..piece.end], &mut ids)?,
-                    Some(_) => self.bpe.encode_piece(&piece.bytes(text), &mut ids)?,
+                        .encode_piece(&view.as_bytes()[piece.start..piece.end], &mut ids)?,
+                    Some(_) => self.bpe.encode_piece(&piece.bytes(view), &mut ids)?,
                 }
             }
-        }
+            Ok(())
+        })?;
         if add_special_tokens {
             for step in &self.post {
                 if let PostStep::Template { single } = step {
@@ -932,6 +1024,12 @@ impl HfTokenizer {
     /// A tiktoken-style [`Encoding`] with the same ids, where the pipeline allows it: no added
     /// tokens outside the specials, a single regex split then ByteLevel without prefix space.
     pub fn to_encoding(&self) -> Result<Encoding> {
+        if self.nfc {
+            // An Encoding works on bytes as given; byte-level models need that too.
+            return Err(unsupported(
+                "conversion to Encoding of a tokenizer with a normalizer",
+            ));
+        }
         let pattern = match self.pre.as_slice() {
             [PreStep::ByteLevel { add_prefix_space: false, regex: Some(re) }] => re.clone(),
             [PreStep::Split { matcher: Matcher::Regex(re), behavior: Behavior::Isolated, invert: false }, PreStep::ByteLevel { add_prefix_space: false, regex: None }] => {

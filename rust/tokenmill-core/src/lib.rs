@@ -19,6 +19,7 @@ pub mod bytes_unicode;
 pub mod encoding;
 pub mod error;
 pub mod hf;
+mod normalize;
 pub mod pretokenize;
 pub mod speculative;
 pub mod tiktoken_file;
