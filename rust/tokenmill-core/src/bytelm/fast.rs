@@ -15,10 +15,12 @@
 //! it) with the pre-tokenizer alone, over the same continuations ([`super::canon`]'s probes)
 //! that witness validity, and kept across bytes.
 //!
-//! The same pass also finds where the cut is *certain*: every continuation cuts there, with
-//! the same pieces before. Then validity factorises: the node's tokens must be the encoding of
-//! those pieces (once per node and key), and the token must be valid at the start of a text
-//! (once per token, in a table), since pre-tokenization after a cut does not look back.
+//! The same pass also finds the *anchor*: the last piece start before or at the cut that every
+//! continuation has, with the same pieces before it. Then validity factorises, since
+//! pre-tokenization after a piece start does not look back: the node's tokens up to the
+//! anchor must be the encoding of those pieces (once per node and key), and the node's tokens
+//! after it followed by the token must be valid on their own ([`Rule::After`]; when the cut
+//! itself is certain, the token must be valid at the start of a text, a table by token id).
 
 use crate::error::Result;
 use crate::Rank;
