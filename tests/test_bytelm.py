@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import tokenmill
+from tokenmill import _core
 from tokenmill.bytelm import EOS, ByteEnsemble, ByteLM
 
 torch = pytest.importorskip("torch")
@@ -417,6 +418,34 @@ def test_warm_caches_give_the_same_masses_as_cold_ones(pattern: str) -> None:
             want, want_px = cold.masses(chunk[:k])
             np.testing.assert_array_equal(got, want)
             assert log_px == want_px
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_validity_shortcuts_equal_the_plain_test_on_held_out_code(pattern: str) -> None:
+    # Every (node, token) pair that marginalising a prefix meets, decided by the shortcuts
+    # (handing tokens over to the node after an anchor, the joined-piece and completion-key
+    # tests, the caches as successive prefixes leave them) and by the plain extension-probe
+    # test, on held-out code cut at every byte (inside characters too).
+    import random
+
+    from tokenmill.models import heldout_texts
+
+    tok, _, _ = small_setup(pattern)
+    core = _core.ByteLmCore(tok.to_encoding()._core_bpe)
+    rng = random.Random(pattern)
+    texts = [t.encode() for _, t in heldout_texts()]
+    chunks = [CODE]
+    for _ in range(6):
+        text = rng.choice(texts)
+        start = rng.randrange(len(text))
+        chunks.append(text[start : start + 40])
+    pairs = 0
+    for chunk in chunks:
+        for k in range(len(chunk) + 1):
+            n, disagreements = core.shortcut_disagreements(chunk[:k])
+            pairs += n
+            assert disagreements == [], (chunk[:k], disagreements[:5])
+    assert pairs > 50_000
 
 
 def test_importing_bytelm_does_not_import_torch() -> None:

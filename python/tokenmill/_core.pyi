@@ -174,6 +174,9 @@ class CoveringTree:
     @property
     def ends(self) -> list[int]: ...
     def __len__(self) -> int: ...
+    def batch(
+        self, chain: Sequence[int], past: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.bool_]]: ...
 
 class ByteLmCore:
     def __init__(self, encoding: CoreBPE) -> None: ...
@@ -199,6 +202,28 @@ class ByteLmCore:
         node_logp: npt.NDArray[np.float64],
         next_logp: npt.NDArray[np.float64],
     ) -> list[tuple[int, int, float]]: ...
+    def marginalize_rows(
+        self,
+        data: bytes,
+        tree: CoveringTree,
+        trunk_logp: float,
+        rows: npt.NDArray[np.float64],
+        node_rows: npt.NDArray[np.int64],
+        tip: npt.NDArray[np.float64] | None,
+        eos: int | None,
+    ) -> tuple[npt.NDArray[np.float64], float]: ...
+    def covers_rows(
+        self,
+        data: bytes,
+        tree: CoveringTree,
+        trunk_logp: float,
+        rows: npt.NDArray[np.float64],
+        node_rows: npt.NDArray[np.int64],
+        tip: npt.NDArray[np.float64] | None,
+    ) -> list[tuple[int, int, float]]: ...
+    def shortcut_disagreements(
+        self, data: bytes
+    ) -> tuple[int, list[tuple[list[int], int, bool, bool]]]: ...
 
 # --- speculative (issue #7) ---
 

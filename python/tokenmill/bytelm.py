@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 
@@ -93,15 +93,24 @@ def _transform(logits: Any, temperature: float, top_p: float) -> npt.NDArray[np.
     return out
 
 
+class _Rows(NamedTuple):
+    """A tree's model outputs: node `i`'s next-token row is `rows[node_rows[i]]`, or `tip`
+    where `node_rows[i] < 0`; `trunk_lp` is the log-probability of the trunk (the root's path).
+    Path log-probabilities of the other nodes follow from the rows (in Rust)."""
+
+    trunk_lp: float
+    rows: npt.NDArray[np.float64]
+    node_rows: npt.NDArray[np.int64]
+    tip: npt.NDArray[np.float64] | None
+
+
 class _Runner:
     """Evaluates covering trees with a model: next-token rows and path log-probabilities."""
 
     forwards: int = 0
     forward_seconds: float = 0.0
 
-    def evaluate(
-        self, trunk: Sequence[int], nodes: Sequence[Sequence[int]], parents: Sequence[int]
-    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    def evaluate(self, tree: Any) -> _Rows:
         raise NotImplementedError
 
     def reset(self) -> None:
@@ -132,21 +141,14 @@ class _CallableRunner(_Runner):
             self._memo[ctx] = row
         return row
 
-    def evaluate(
-        self, trunk: Sequence[int], nodes: Sequence[Sequence[int]], parents: Sequence[int]
-    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    def evaluate(self, tree: Any) -> _Rows:
+        trunk = tree.trunk
         base = (self._bos, *trunk)
         trunk_lp = 0.0
         for i, t in enumerate(trunk):
             trunk_lp += float(self._row(base[: i + 1])[t])
-        rows = np.stack([self._row(base + tuple(n)) for n in nodes])
-        node_lp = np.empty(len(nodes))
-        for i, n in enumerate(nodes):
-            if parents[i] < 0:
-                node_lp[i] = trunk_lp
-            else:
-                node_lp[i] = node_lp[parents[i]] + rows[parents[i]][n[-1]]
-        return node_lp, rows
+        rows = np.stack([self._row(base + tuple(n)) for n in tree.nodes])
+        return _Rows(trunk_lp, rows, np.arange(len(rows), dtype=np.int64), None)
 
 
 def _crop_to(cache: Any, length: int) -> None:
@@ -160,10 +162,16 @@ class _HFRunner(_Runner):
     """A Hugging Face causal LM with a kept, cropped DynamicCache and tree attention."""
 
     def __init__(self, model: Any, bos: int, temperature: float, top_p: float) -> None:
+        import torch
+
         self._model = model
         self._bos = bos
         self._t = temperature
         self._p = top_p
+        param = next(model.parameters())
+        self._dtype = param.dtype
+        self._device = param.device
+        self._min = torch.finfo(param.dtype).min
         self.reset()
 
     def reset(self) -> None:
@@ -174,48 +182,28 @@ class _HFRunner(_Runner):
         self._rerun_cum = 0.0
 
     def _forward(
-        self, new: Sequence[int], chain: int, parents_in_new: Sequence[int]
+        self,
+        ids: npt.NDArray[np.int64],
+        positions: npt.NDArray[np.int64],
+        allowed: npt.NDArray[np.bool_],
     ) -> npt.NDArray[np.float64]:
-        """One forward of `new` tokens: the first `chain` form a causal chain after the cache;
-        the others are tree nodes with parent index `parents_in_new[j]` (-1: the chain's end)."""
+        """One forward of the new tokens `ids` after the cache: position ids and which of the
+        `past + n` positions each may attend to (built by `CoveringTree.batch`)."""
         import time
 
         import torch
         import transformers
 
-        model = self._model
-        past = len(self._ids)
-        n = len(new)
-        dtype = next(model.parameters()).dtype
-        device = next(model.parameters()).device
-        allowed = torch.zeros((n, past + n), dtype=torch.bool)
-        allowed[:, :past] = True
-        depth = [0] * n
-        for j in range(n):
-            if j < chain:
-                allowed[j, past : past + j + 1] = True
-                depth[j] = j
-                continue
-            allowed[j, past : past + chain] = True
-            allowed[j, past + j] = True
-            p = parents_in_new[j]
-            d = chain
-            while p >= 0:
-                allowed[j, past + p] = True
-                d += 1
-                p = parents_in_new[p]
-            depth[j] = d
-        mask = torch.zeros((1, 1, n, past + n), dtype=dtype)
-        mask.masked_fill_(~allowed, torch.finfo(dtype).min)
-        positions = torch.tensor([[past + d for d in depth]], device=device)
+        t0 = time.perf_counter()
+        keep = torch.from_numpy(allowed)
+        mask = torch.zeros(keep.shape, dtype=self._dtype).masked_fill_(~keep, self._min)
         if self._cache is None:
             self._cache = transformers.DynamicCache()
-        t0 = time.perf_counter()
         with torch.no_grad():
-            out = model(
-                input_ids=torch.tensor([list(new)], device=device),
-                attention_mask=mask.to(device),
-                position_ids=positions,
+            out = self._model(
+                input_ids=torch.from_numpy(ids)[None].to(self._device),
+                attention_mask=mask[None, None].to(self._device),
+                position_ids=torch.from_numpy(positions)[None].to(self._device),
                 past_key_values=self._cache,
                 use_cache=True,
             )
@@ -223,6 +211,13 @@ class _HFRunner(_Runner):
         self.forward_seconds += time.perf_counter() - t0
         self.forwards += 1
         return rows
+
+    def _chain(self, tokens: Sequence[int]) -> npt.NDArray[np.float64]:
+        """One forward of `tokens` as a causal chain after the cache; returns their rows."""
+        past, n = len(self._ids), len(tokens)
+        allowed = np.tril(np.ones((n, past + n), dtype=bool), k=past)
+        positions = np.arange(past, past + n, dtype=np.int64)
+        return self._forward(np.asarray(tokens, dtype=np.int64), positions, allowed)
 
     def _sync_trunk(self, want: list[int]) -> int:
         """Crops the cache to its longest prefix shared with `want` (keeping at least one token
@@ -245,25 +240,21 @@ class _HFRunner(_Runner):
                 self._tip = None
         return keep
 
-    def evaluate(
-        self, trunk: Sequence[int], nodes: Sequence[Sequence[int]], parents: Sequence[int]
-    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        want = [self._bos, *trunk]
+    def evaluate(self, tree: Any) -> _Rows:
+        want = [self._bos, *tree.trunk]
         keep = self._sync_trunk(want)
         chain = want[keep:]
-        new: list[int] = list(chain)
-        parents_in_new: list[int] = [-1] * len(chain)
-        slot = [-1] * len(nodes)  # position of each node's last token in `new`
-        for i in range(1, len(nodes)):
-            slot[i] = len(new)
-            new.append(nodes[i][-1])
-            parents_in_new.append(slot[parents[i]] if parents[i] > 0 else -1)
+        n_nodes = len(tree)
         if self._tip is None and not chain:
             raise AssertionError("cache tip lost without a chain to recompute it")
-        rows_new = self._forward(new, len(chain), parents_in_new) if new else None
+        if not chain and n_nodes == 1:
+            assert self._tip is not None
+            return _Rows(self._cum[-1], self._tip[None], np.zeros(1, dtype=np.int64), None)
+        ids, positions, allowed = tree.batch(chain, len(self._ids))
+        rows_new = self._forward(ids, positions, allowed)
         # Extend the trunk bookkeeping with the chain, then crop the branches off the cache.
+        tip = None
         if chain:
-            assert rows_new is not None
             prev = self._tip
             cum = self._cum[-1] if self._cum else 0.0
             for j, t in enumerate(chain):
@@ -277,19 +268,14 @@ class _HFRunner(_Runner):
                 self._cum.append(cum)
                 prev = rows_new[j]
             self._tip = prev
-        if rows_new is not None and len(new) > len(chain):
+        else:
+            tip = self._tip
+        if n_nodes > 1:
             _crop_to(self._cache, len(self._ids))
-        assert self._tip is not None
-        rows = np.empty((len(nodes), self._tip.shape[0]))
-        rows[0] = self._tip
-        if rows_new is not None:
-            for i in range(1, len(nodes)):
-                rows[i] = rows_new[slot[i]]
-        node_lp = np.empty(len(nodes))
-        node_lp[0] = self._cum[-1]
-        for i in range(1, len(nodes)):
-            node_lp[i] = node_lp[parents[i]] + rows[parents[i]][nodes[i][-1]]
-        return node_lp, rows
+        # Node 0 is the tip (the chain's last row, or kept from an earlier forward); node i
+        # is new token len(chain) + i - 1.
+        node_rows = np.arange(len(chain) - 1, len(chain) + n_nodes - 1, dtype=np.int64)
+        return _Rows(self._cum[-1], rows_new, node_rows, tip)
 
 
 @dataclasses.dataclass
@@ -443,8 +429,10 @@ class ByteLM(_ByteModel):
         if self._last is not None and self._last[0] == x:
             return self._last[1], self._last[2]
         tree = self.core.tree(x)
-        node_lp, rows = self._runner.evaluate(tree.trunk, tree.nodes, tree.parents)
-        bins, log_px = self.core.marginalize(x, tree, node_lp, rows, self.eos_token_id)
+        r = self._runner.evaluate(tree)
+        bins, log_px = self.core.marginalize_rows(
+            x, tree, r.trunk_lp, r.rows, r.node_rows, r.tip, self.eos_token_id
+        )
         self._last = (x, bins, log_px)
         return bins, log_px
 
@@ -509,10 +497,10 @@ class ByteLM(_ByteModel):
             return int(rng.choice(len(p), p=p / p.sum()))
 
         tree = self.core.tree(x)
-        node_lp, rows = runner.evaluate(tree.trunk, tree.nodes, tree.parents)
+        r = runner.evaluate(tree)
         generated: list[int] = []
         if x:
-            covers = self.core.covers(x, tree, node_lp, rows)
+            covers = self.core.covers_rows(x, tree, r.trunk_lp, r.rows, r.node_rows, r.tip)
             if not covers:
                 raise ValueError("the model gives this prompt no canonical cover")
             k = pick(np.array([c[2] for c in covers]))
@@ -524,7 +512,7 @@ class ByteLM(_ByteModel):
         # Hand-over: the cache holds the trunk; feed the chosen cover path as a chain.
         row = runner._tip
         if tail:
-            row = runner._forward(tail, len(tail), [-1] * len(tail))[-1]
+            row = runner._chain(tail)[-1]
             runner._ids.extend(tail)
         assert row is not None
         text = bytearray()
@@ -533,7 +521,7 @@ class ByteLM(_ByteModel):
         del text[: len(x) - tree.sigma]
         for i in range(max_new_tokens):
             if i > 0:  # no forward after the last token, as in plain generation
-                row = runner._forward([generated[-1]], 1, [-1])[-1]
+                row = runner._chain([generated[-1]])[-1]
                 runner._ids.append(generated[-1])
             t = pick(row)
             if t == self.eos_token_id:

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use numpy::{PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::{
+    PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
+};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use tokenmill_core::bytelm::{ByteLm, Tree};
@@ -52,6 +54,31 @@ impl CoveringTree {
     fn __len__(&self) -> usize {
         self.inner.nodes.len()
     }
+
+    /// Model inputs of one forward over `chain` (uncached trunk tokens after `past` cached
+    /// ones) and the nodes: (token ids, position ids, attention allowed `n x (past + n)`).
+    #[allow(clippy::type_complexity)]
+    fn batch<'py>(
+        &self,
+        py: Python<'py>,
+        chain: Vec<Rank>,
+        past: usize,
+    ) -> PyResult<(
+        Bound<'py, PyArray1<i64>>,
+        Bound<'py, PyArray1<i64>>,
+        Bound<'py, PyArray2<bool>>,
+    )> {
+        let (ids, positions, allowed) = self.inner.batch(&chain, past);
+        let n = ids.len();
+        let ids: Vec<i64> = ids.into_iter().map(i64::from).collect();
+        let positions: Vec<i64> = positions.into_iter().map(|p| p as i64).collect();
+        let allowed = PyArray1::from_vec(py, allowed).reshape([n, past + n])?;
+        Ok((
+            PyArray1::from_vec(py, ids),
+            PyArray1::from_vec(py, positions),
+            allowed,
+        ))
+    }
 }
 
 #[pymethods]
@@ -97,6 +124,18 @@ impl ByteLmCore {
         Ok(CoveringTree { inner })
     }
 
+    /// Test hook: (pairs compared, disagreements) between the validity shortcuts and the
+    /// plain test over the (node, token) pairs that marginalising `data` meets.
+    #[allow(clippy::type_complexity)]
+    fn shortcut_disagreements(
+        &self,
+        py: Python<'_>,
+        data: &[u8],
+    ) -> PyResult<(usize, Vec<(Vec<Rank>, Rank, bool, bool)>)> {
+        let lm = &self.inner;
+        run(py, || lm.shortcut_disagreements(data))
+    }
+
     /// Returns (log masses of the 257 bins, log P(prefix)); see `Marginal` in the core.
     #[pyo3(signature = (data, tree, node_logp, next_logp, eos))]
     fn marginalize<'py>(
@@ -115,6 +154,54 @@ impl ByteLmCore {
             lm.marginalize(data, tree, node_logp, next, n_cols, eos)
         })?;
         Ok((PyArray1::from_vec(py, m.log_bins), m.log_prefix))
+    }
+
+    /// `marginalize` from one forward's rows: node `i`'s next-token row is
+    /// `rows[node_rows[i]]`, or `tip` where `node_rows[i] < 0`; path log-probabilities follow
+    /// from `trunk_logp` (the root's) and the rows. Returns (bins, log P(prefix)).
+    #[pyo3(signature = (data, tree, trunk_logp, rows, node_rows, tip, eos))]
+    #[allow(clippy::too_many_arguments)]
+    fn marginalize_rows<'py>(
+        &self,
+        py: Python<'py>,
+        data: &[u8],
+        tree: &CoveringTree,
+        trunk_logp: f64,
+        rows: PyReadonlyArray2<'py, f64>,
+        node_rows: PyReadonlyArray1<'py, i64>,
+        tip: Option<PyReadonlyArray1<'py, f64>>,
+        eos: Option<Rank>,
+    ) -> PyResult<(Bound<'py, PyArray1<f64>>, f64)> {
+        let slices = node_row_slices(&tree.inner, &rows, &node_rows, tip.as_ref())?;
+        let lm = &self.inner;
+        let tree = &tree.inner;
+        let m = run(py, || {
+            let node_logp = tree.path_logps(trunk_logp, &slices);
+            lm.marginalize_rows(data, tree, &node_logp, &slices, eos)
+        })?;
+        Ok((PyArray1::from_vec(py, m.log_bins), m.log_prefix))
+    }
+
+    /// `covers` from one forward's rows, as in `marginalize_rows`.
+    #[pyo3(signature = (data, tree, trunk_logp, rows, node_rows, tip))]
+    #[allow(clippy::too_many_arguments)]
+    fn covers_rows<'py>(
+        &self,
+        py: Python<'py>,
+        data: &[u8],
+        tree: &CoveringTree,
+        trunk_logp: f64,
+        rows: PyReadonlyArray2<'py, f64>,
+        node_rows: PyReadonlyArray1<'py, i64>,
+        tip: Option<PyReadonlyArray1<'py, f64>>,
+    ) -> PyResult<Vec<(usize, Rank, f64)>> {
+        let slices = node_row_slices(&tree.inner, &rows, &node_rows, tip.as_ref())?;
+        let lm = &self.inner;
+        let tree = &tree.inner;
+        run(py, || {
+            let node_logp = tree.path_logps(trunk_logp, &slices);
+            lm.covers_rows(data, tree, &node_logp, &slices)
+        })
     }
 
     /// The valid covers of `data`: (node index, last token, log weight) triples.
@@ -148,6 +235,41 @@ fn log_prob_slices<'a>(
     let nodes = node_logp.as_slice().map_err(|_| contiguous("node_logp"))?;
     let next = next_logp.as_slice().map_err(|_| contiguous("next_logp"))?;
     Ok((nodes, next, next_logp.shape()[1]))
+}
+
+/// One row slice per node of `tree`: `rows[node_rows[i]]`, or `tip` where negative.
+fn node_row_slices<'a>(
+    tree: &Tree,
+    rows: &'a PyReadonlyArray2<'_, f64>,
+    node_rows: &'a PyReadonlyArray1<'_, i64>,
+    tip: Option<&'a PyReadonlyArray1<'_, f64>>,
+) -> PyResult<Vec<&'a [f64]>> {
+    let bad = |what: &str| crate::errors::to_py(Error::InvalidArgument(what.to_string()));
+    let flat = rows
+        .as_slice()
+        .map_err(|_| bad("rows must be a C-contiguous float64 array"))?;
+    let index = node_rows
+        .as_slice()
+        .map_err(|_| bad("node_rows must be a contiguous int64 array"))?;
+    let tip = match tip {
+        Some(t) => Some(
+            t.as_slice()
+                .map_err(|_| bad("tip must be a contiguous float64 array"))?,
+        ),
+        None => None,
+    };
+    let (n_rows, n_cols) = (rows.shape()[0], rows.shape()[1]);
+    if index.len() != tree.nodes.len() {
+        return Err(bad("node_rows needs one entry per node"));
+    }
+    index
+        .iter()
+        .map(|&r| match (usize::try_from(r), tip) {
+            (Ok(r), _) if r < n_rows => Ok(&flat[r * n_cols..(r + 1) * n_cols]),
+            (Err(_), Some(t)) => Ok(t),
+            _ => Err(bad("node_rows points outside rows (or to a missing tip)")),
+        })
+        .collect()
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

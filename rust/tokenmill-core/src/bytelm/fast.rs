@@ -15,12 +15,12 @@
 //! it) with the pre-tokenizer alone, over the same continuations ([`super::canon`]'s probes)
 //! that witness validity, and kept across bytes.
 //!
-//! The same pass also finds where the cut is *certain*: every continuation cuts there, with
-//! the same pieces before. Then validity factorises: the node's tokens must be the encoding of
-//! those pieces (once per node and key), and the token must be valid at the start of a text
-//! (once per token, in a table), since pre-tokenization after a cut does not look back.
-
-use rustc_hash::FxHashMap;
+//! The same pass also finds the *anchor*: the last piece start before or at the cut that every
+//! continuation has, with the same pieces before it. Then validity factorises, since
+//! pre-tokenization after a piece start does not look back: the node's tokens up to the
+//! anchor must be the encoding of those pieces (once per node and key), and the node's tokens
+//! after it followed by the token must be valid on their own ([`Rule::After`]; when the cut
+//! itself is certain, the token must be valid at the start of a text, a table by token id).
 
 use crate::error::Result;
 use crate::Rank;
@@ -87,11 +87,12 @@ impl ByteLm {
         let at = head.len();
         let mut buf = Vec::with_capacity(at + first.len() + 8);
         let mut pieces = Vec::new();
-        let mut before: Option<Vec<(usize, usize)>> = None;
         let mut possible = false;
         let mut joined = false;
-        let mut certain = true;
+        // Piece starts up to the cut in the first probe, and how many of them (a prefix) every
+        // probe so far shares.
         let mut starts: Option<Vec<usize>> = None;
+        let mut shared = 0;
         let mut unanimous = true;
         for e in probes {
             buf.clear();
@@ -111,36 +112,39 @@ impl ByteLm {
             let here: Vec<usize> = pieces
                 .iter()
                 .map(|&(a, _)| a)
-                .filter(|&a| a <= at)
+                .take_while(|&a| a <= at)
                 .collect();
             match &starts {
-                None => starts = Some(here),
-                Some(s) => unanimous &= *s == here,
-            }
-            match k {
-                Some(k) if certain => match &before {
-                    None => before = Some(pieces[..k].to_vec()),
-                    Some(b) => certain = b[..] == pieces[..k],
-                },
-                _ => certain = false,
+                None => {
+                    shared = here.len();
+                    starts = Some(here);
+                }
+                Some(s) => {
+                    let n = s.iter().zip(&here).take_while(|(a, b)| a == b).count();
+                    shared = shared.min(n);
+                    unanimous &= *s == here;
+                }
             }
         }
-        // When the cut is always there with the same pieces before it, the tokens before it
-        // are those pieces' encodings, whatever follows.
-        let head_tokens = match (certain, before) {
-            (true, Some(pieces)) => {
-                let mut out = Vec::new();
-                for (a, b) in pieces {
-                    self.enc.bpe().encode_piece(&head[a..b], &mut out)?;
+        // The last piece start that every probe has, with the same pieces before it: the text
+        // after it is pre-tokenized on its own, whatever follows (nothing looks back).
+        let anchor = match &starts {
+            Some(s) if shared > 0 => {
+                let a = s[shared - 1];
+                let mut tokens = Vec::new();
+                for w in s[..shared].windows(2) {
+                    self.enc
+                        .bpe()
+                        .encode_piece(&head[w[0]..w[1]], &mut tokens)?;
                 }
-                Some(out)
+                Some((a, tokens))
             }
             _ => None,
         };
         let cut = Cut {
             possible,
             joined,
-            head_tokens,
+            anchor,
         };
         Ok((cut, unanimous))
     }
@@ -150,11 +154,10 @@ impl ByteLm {
 const QUICK_PROBES: usize = 1 + super::canon::NEUTRAL.len();
 
 /// See [`ByteLm::cut_at`]: no apostrophe among the last two characters of `head` or in `key`,
-/// and `key` does not end with whitespace.
+/// and `key` does not end with whitespace. A byte of `key` that is not UTF-8 is a symbol
+/// (U+FFFD), as the pre-tokenizer sees it.
 pub(super) fn decided_by_key(head: &[u8], key: &[u8]) -> bool {
-    let Ok(k) = std::str::from_utf8(key) else {
-        return false;
-    };
+    let k = String::from_utf8_lossy(key);
     let ends_closed = k.chars().last().is_some_and(|c| !c.is_whitespace());
     let near = &head[head.len().saturating_sub(8)..];
     let head_tail = String::from_utf8_lossy(near);
@@ -170,8 +173,10 @@ pub(super) struct Cut {
     pub possible: bool,
     /// Some continuation puts no piece boundary there, and none inside the node's tokens.
     pub joined: bool,
-    /// Every continuation does, and these are the tokens before it.
-    pub head_tokens: Option<Vec<Rank>>,
+    /// `(a, tokens)`: every continuation starts a piece at `a` (at most the cut), with the
+    /// same pieces before it, whose encodings are `tokens`. `a` is the cut itself when every
+    /// continuation cuts there.
+    pub anchor: Option<(usize, Vec<Rank>)>,
 }
 
 /// The part of a token's bytes that decides whether the pre-tokenizer can cut before it:
@@ -202,59 +207,173 @@ pub(super) fn lookahead_key(bytes: &[u8]) -> Option<&[u8]> {
     }
 }
 
-/// The first character of `bytes` if it is complete (else `None`: no shortcut).
+/// The first character of `bytes` if it is complete, or its first byte when that byte is not
+/// UTF-8 whatever follows it (a continuation byte, a byte that never starts a character, a
+/// lead byte followed by a byte that cannot continue it): the pre-tokenizer reads such a byte
+/// as U+FFFD on its own, provided the text before it does not end inside a character (see
+/// [`starts_with_stray_byte`]). `None` when the character is cut (no shortcut).
 fn first_char(bytes: &[u8]) -> Option<&[u8]> {
-    let n = match bytes.first()? {
-        0x00..=0x7f => 1,
-        0xc0..=0xdf => 2,
-        0xe0..=0xef => 3,
-        0xf0..=0xf7 => 4,
-        _ => return None,
-    };
-    let c = bytes.get(..n)?;
-    std::str::from_utf8(c).ok()?;
-    Some(c)
-}
-
-/// Per-node memo of [`ByteLm::cut_at`], keyed by the lookahead key, in front of the
-/// [`ByteLm`]-wide cache keyed by (node path, key): the node paths of a window stay the same
-/// from one byte to the next, so the cut analysis of a node is done once, not once per byte.
-#[derive(Default)]
-pub(super) struct CutMemo {
-    memo: FxHashMap<Vec<u8>, Cut>,
-}
-
-impl CutMemo {
-    pub fn clear(&mut self) {
-        self.memo.clear();
+    match std::str::from_utf8(&bytes[..bytes.len().min(4)]) {
+        Ok(s) => s.chars().next().map(|c| &bytes[..c.len_utf8()]),
+        Err(e) if e.valid_up_to() > 0 => {
+            let s = std::str::from_utf8(&bytes[..e.valid_up_to()]).ok()?;
+            s.chars().next().map(|c| &bytes[..c.len_utf8()])
+        }
+        Err(e) => e.error_len().map(|_| &bytes[..1]),
     }
+}
 
-    /// `path`: the node's tokens (their bytes are `head`, their ends `ends`).
-    pub fn get(
-        &mut self,
-        lm: &ByteLm,
+/// Does `bytes` start with a byte that is not UTF-8 whatever follows it (see [`first_char`])?
+/// Such a key depends on the text before it: after a cut character the byte may complete it.
+pub(super) fn starts_with_stray_byte(bytes: &[u8]) -> bool {
+    matches!(std::str::from_utf8(&bytes[..bytes.len().min(4)]),
+        Err(e) if e.valid_up_to() == 0 && e.error_len().is_some())
+}
+
+/// What a node's cut analysis for one lookahead key says about the tokens with that key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Rule {
+    /// None of them is valid after the node.
+    Invalid,
+    /// `path + t` is valid exactly when `path[j..] + t` is (`j > 0`; `j = path.len()`: when
+    /// `t` is valid at the start of a text), see [`Cut::anchor`].
+    After(usize),
+    /// `t` continues the node's last piece: valid only if it makes a canonical pair with the
+    /// node's last token, and then by the plain test.
+    Joined,
+    /// The plain test.
+    Open,
+}
+
+impl Cut {
+    /// The rule for a node with tokens `path` ending at `ends`.
+    pub(super) fn rule(&self, path: &[Rank], ends: &[usize]) -> Rule {
+        if !self.possible && !self.joined {
+            return Rule::Invalid;
+        }
+        if let Some((a, tokens)) = &self.anchor {
+            if *a > 0 {
+                // The node's tokens before `a` are the encodings of the fixed pieces, or no
+                // continuation has them.
+                let j = tokens.len();
+                let fixed = j > 0 && j <= path.len() && path[..j] == tokens[..];
+                return if fixed && ends[j - 1] == *a {
+                    Rule::After(j)
+                } else {
+                    Rule::Invalid
+                };
+            }
+        }
+        if self.possible {
+            Rule::Open
+        } else {
+            Rule::Joined
+        }
+    }
+}
+
+impl ByteLm {
+    /// [`Cut::rule`] of the node `path` (bytes `head`, token ends `ends`) for lookahead key
+    /// `key`, cached by (path, key) across calls.
+    pub(super) fn rule(
+        &self,
         path: &[Rank],
         head: &[u8],
         key: &[u8],
         ends: &[usize],
-    ) -> Result<&Cut> {
-        if !self.memo.contains_key(key) {
-            let shared = (path.to_vec(), key.to_vec());
-            let hit = lm.cut_cache.lock().unwrap().get(&shared).cloned();
-            let cut = match hit {
-                Some(cut) => cut,
-                None => {
-                    let cut = lm.cut_at(head, key, ends)?;
-                    let mut cache = lm.cut_cache.lock().unwrap();
-                    if cache.len() > 1 << 18 {
-                        cache.clear();
-                    }
-                    cache.insert(shared, cut.clone());
-                    cut
-                }
-            };
-            self.memo.insert(key.to_vec(), cut);
+    ) -> Result<Rule> {
+        let shared = (path.to_vec(), key.to_vec());
+        if let Some(&rule) = self.cut_cache.lock().unwrap().get(&shared) {
+            return Ok(rule);
         }
-        Ok(&self.memo[key])
+        let rule = self.cut_at(head, key, ends)?.rule(path, ends);
+        let mut cache = self.cut_cache.lock().unwrap();
+        if cache.len() > 1 << 20 {
+            cache.clear();
+        }
+        cache.insert(shared, rule);
+        Ok(rule)
+    }
+}
+
+/// The character classes the known patterns tell apart, as flags: `pretokenize`'s scanners
+/// test nothing else about a character outside ASCII (every literal of the patterns is
+/// ASCII), so two such characters with the same flags are pre-tokenized alike.
+const CLASS_SETS: [&str; 6] = [
+    r"\s",
+    r"\p{L}",
+    r"\p{N}",
+    r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]",
+    r"[\p{Ll}\p{Lm}\p{Lo}\p{M}]",
+    r"[\r\n]",
+];
+
+/// Flags of every code point ([`CLASS_SETS`]), built on first use.
+fn class_flags() -> &'static [u8] {
+    static FLAGS: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    FLAGS.get_or_init(|| {
+        use regex_syntax::hir::{Class, HirKind};
+        let mut flags = vec![0u8; 0x11_0000];
+        for (bit, re) in CLASS_SETS.iter().enumerate() {
+            let hir = regex_syntax::Parser::new()
+                .parse(re)
+                .expect("built-in class parses");
+            if let HirKind::Class(Class::Unicode(c)) = hir.kind() {
+                for r in c.ranges() {
+                    for f in &mut flags[r.start() as usize..=r.end() as usize] {
+                        *f |= 1 << bit;
+                    }
+                }
+            }
+        }
+        flags
+    })
+}
+
+/// Lookahead keys standing for every way a token that ends inside its first character can go
+/// on: one completed character of each class among its completions, and its first byte alone
+/// (no completion: the bytes are read as U+FFFD each). Empty when `bytes` is not such a token.
+pub(super) fn completion_keys(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let incomplete = matches!(std::str::from_utf8(bytes),
+        Err(e) if e.valid_up_to() == 0 && e.error_len().is_none());
+    if !incomplete {
+        return Vec::new();
+    }
+    let need = match bytes[0] {
+        0xc0..=0xdf => 2,
+        0xe0..=0xef => 3,
+        _ => 4,
+    };
+    let missing = need - bytes.len();
+    let flags = class_flags();
+    let mut seen = [false; 256];
+    let mut keys = vec![bytes[..1].to_vec()];
+    let mut c = bytes.to_vec();
+    c.resize(need, 0x80);
+    for k in 0..64usize.pow(missing as u32) {
+        let mut k = k;
+        for slot in c[bytes.len()..].iter_mut() {
+            *slot = 0x80 | (k % 64) as u8;
+            k /= 64;
+        }
+        if let Ok(s) = std::str::from_utf8(&c) {
+            let f = flags[s.chars().next().expect("one character") as usize];
+            if !seen[f as usize] {
+                seen[f as usize] = true;
+                keys.push(c.clone());
+            }
+        }
+    }
+    keys
+}
+
+impl ByteLm {
+    /// [`completion_keys`] of token `id`, kept by token id.
+    pub(super) fn completion_keys(&self, id: Rank, bytes: &[u8]) -> std::sync::Arc<Vec<Vec<u8>>> {
+        let mut cache = self.completion_cache.lock().unwrap();
+        cache
+            .entry(id)
+            .or_insert_with(|| std::sync::Arc::new(completion_keys(bytes)))
+            .clone()
     }
 }

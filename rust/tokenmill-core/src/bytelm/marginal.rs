@@ -6,33 +6,86 @@
 //! its own (its children carry the next byte). End of text has exactly one route: the
 //! canonical encoding of `x` followed by the end-of-text token.
 
+use rustc_hash::FxHashMap;
+
 use crate::error::{Error, Result};
 use crate::Rank;
 
-use super::fast::{lookahead_key, CutMemo};
+use super::canon::incomplete_tail;
+use super::fast::{decided_by_key, lookahead_key, starts_with_stray_byte, Rule};
 use super::{ByteLm, Tree};
+
+/// One node's validity table by token id (0 not known yet, 1 invalid, 2 valid), with what its
+/// checks need.
+struct NodeState {
+    path: Vec<Rank>,
+    /// The node's bytes (relative to its own start, a piece boundary of every extension).
+    bytes: Vec<u8>,
+    /// Where its tokens end in `bytes`.
+    ends: Vec<usize>,
+    /// `bytes` ends inside a character.
+    cut_char: bool,
+    /// Rules by lookahead key, in front of [`ByteLm`]'s cache by (path, key); the last one
+    /// looked up is kept apart, since tokens come in sorted order and share keys in runs.
+    rules: FxHashMap<Vec<u8>, Local>,
+    last: Option<(Vec<u8>, Local)>,
+    /// See [`Check::plain_witness`]: computed on first use.
+    canon: Option<Option<Canon>>,
+    states: Vec<u8>,
+}
+
+/// A node whose tokens are the canonical encoding of its bytes in a particular way: the pieces
+/// of its bytes (at the end of text) start at `starts`, its tokens before the last piece are
+/// their encodings, and its tokens in the last piece are what the merges alone make of it.
+struct Canon {
+    starts: Vec<usize>,
+}
 
 /// Validity of (node path + one token), with the shortcuts of [`super::fast`], remembered per
 /// node path across calls: the same node meets the same tokens again at the next bytes (a
 /// narrower range each time) and in later windows with the same text after their stable
 /// point (each indented line), so a warm check is one array read.
+///
+/// A node whose tokens before some piece start `a` are fixed for every continuation of a
+/// token's lookahead key (the anchor of [`super::fast::Cut`]) hands the token over to the node
+/// of its tokens after `a`: pre-tokenization after a piece start that every continuation has
+/// does not look back, so `path + t` is valid exactly when `path[..j]` encodes the pieces
+/// before `a` and `path[j..] + t` is valid on its own. Those shorter nodes are shared by many
+/// longer ones (every node that ends with the same piece), so their tables warm up quickly.
+/// A [`Rule`] with the node it hands tokens over to resolved to its index in [`Check`].
+#[derive(Clone, Copy)]
+enum Local {
+    Invalid,
+    To(usize),
+    Joined,
+    Open,
+}
+
 pub(super) struct Check<'a> {
     lm: &'a ByteLm,
     window: &'a [u8],
-    path: Vec<Rank>,
-    end: usize,
-    /// Where the node's tokens end, relative to the window.
-    ends: Vec<usize>,
-    cuts: CutMemo,
-    /// The current node's results by token id: 0 not known yet, 1 invalid, 2 valid. Taken
-    /// out of [`ByteLm`]'s `node_states` on `enter` and put back on leaving, so that no lock is
-    /// held while checking.
-    states: Vec<u8>,
+    /// Tables taken out of [`ByteLm`]'s `node_states` (so that no lock is held while
+    /// checking), put back when the check is dropped.
+    nodes: Vec<NodeState>,
+    index: FxHashMap<Vec<Rank>, usize>,
+    current: usize,
+    buf: Vec<u8>,
+    pieces: Vec<(usize, usize)>,
 }
 
 impl Drop for Check<'_> {
     fn drop(&mut self) {
-        self.leave();
+        let Ok(mut cache) = self.lm.node_states.lock() else {
+            return;
+        };
+        for node in self.nodes.drain(..) {
+            // Bounded memory: about 64 MiB of states whatever the vocabulary size.
+            let cap = ((64usize << 20) / node.states.len().max(1)).max(64);
+            if cache.len() >= cap {
+                cache.clear();
+            }
+            cache.insert(node.path, node.states);
+        }
     }
 }
 
@@ -41,91 +94,246 @@ impl<'a> Check<'a> {
         Check {
             lm,
             window,
-            path: Vec::new(),
-            end: 0,
-            ends: Vec::new(),
-            cuts: CutMemo::default(),
-            states: Vec::new(),
+            nodes: Vec::new(),
+            index: FxHashMap::default(),
+            current: usize::MAX,
+            buf: Vec::new(),
+            pieces: Vec::new(),
         }
     }
 
-    fn leave(&mut self) {
-        if self.states.is_empty() {
-            return;
+    /// The index of the node `path` (whose bytes are `bytes`), its table loaded.
+    fn node(&mut self, path: &[Rank], bytes: &[u8]) -> Result<usize> {
+        if let Some(&i) = self.index.get(path) {
+            return Ok(i);
         }
-        let states = std::mem::take(&mut self.states);
-        // Bounded memory: about 64 MiB of states whatever the vocabulary size.
-        let cap = ((64usize << 20) / states.len().max(1)).max(64);
-        if let Ok(mut cache) = self.lm.node_states.lock() {
-            if cache.len() >= cap {
-                cache.clear();
-            }
-            cache.insert(self.path.clone(), states);
-        }
-    }
-
-    pub(super) fn enter(&mut self, path: &[Rank], end: usize) -> Result<()> {
-        self.leave();
-        self.path.clear();
-        self.path.extend_from_slice(path);
-        self.end = end;
-        self.ends.clear();
+        let mut ends = Vec::with_capacity(path.len());
         let mut at = 0;
         for &id in path {
             at += self.lm.token_bytes(id)?.len();
-            self.ends.push(at);
+            ends.push(at);
         }
-        self.cuts.clear();
         let n_slots = self.lm.enc.bpe().n_slots();
-        self.states = self
+        let states = self
             .lm
             .node_states
             .lock()
             .ok()
             .and_then(|mut cache| cache.remove(path))
             .unwrap_or_else(|| vec![0; n_slots]);
+        let i = self.nodes.len();
+        self.nodes.push(NodeState {
+            path: path.to_vec(),
+            bytes: bytes.to_vec(),
+            ends,
+            cut_char: incomplete_tail(bytes) > 0,
+            rules: FxHashMap::default(),
+            last: None,
+            canon: None,
+            states,
+        });
+        self.index.insert(path.to_vec(), i);
+        Ok(i)
+    }
+
+    pub(super) fn enter(&mut self, path: &[Rank], end: usize) -> Result<()> {
+        let window = self.window;
+        self.current = self.node(path, &window[..end])?;
         Ok(())
     }
 
-    /// [`Check::check`], remembered for the current node.
+    /// Is the current node's path followed by `id` (whose bytes are `bytes`) valid?
     pub(super) fn valid(&mut self, id: Rank, bytes: &[u8]) -> Result<bool> {
-        match self.states.get(id as usize) {
+        self.valid_in(self.current, id, bytes)
+    }
+
+    fn valid_in(&mut self, n: usize, id: Rank, bytes: &[u8]) -> Result<bool> {
+        match self.nodes[n].states.get(id as usize) {
             Some(1) => Ok(false),
             Some(2) => Ok(true),
             Some(_) => {
-                let v = self.check(id, bytes)?;
-                self.states[id as usize] = 1 + v as u8;
+                let v = self.check(n, id, bytes)?;
+                self.nodes[n].states[id as usize] = 1 + v as u8;
                 Ok(v)
             }
-            None => self.check(id, bytes),
+            None => self.check(n, id, bytes),
         }
     }
 
-    fn check(&mut self, id: Rank, bytes: &[u8]) -> Result<bool> {
-        // The root's tokens start at the stable point, a boundary of every extension.
-        if self.path.is_empty() {
+    fn check(&mut self, n: usize, id: Rank, bytes: &[u8]) -> Result<bool> {
+        // The root's tokens start at a piece boundary of every extension.
+        if self.nodes[n].path.is_empty() {
             return self.lm.is_valid_at_start(id);
         }
-        if let (Some(&last), Some(key)) = (self.path.last(), lookahead_key(bytes)) {
-            let cut = self.cuts.get(
-                self.lm,
-                &self.path,
-                &self.window[..self.end],
-                key,
-                &self.ends,
-            )?;
-            if let Some(head) = &cut.head_tokens {
-                return Ok(*head == self.path && self.lm.is_valid_at_start(id)?);
+        let key =
+            lookahead_key(bytes).filter(|k| !(self.nodes[n].cut_char && starts_with_stray_byte(k)));
+        if let Some(key) = key {
+            match self.rule(n, key)? {
+                Local::Invalid => return Ok(false),
+                Local::To(m) => return self.valid_in(m, id, bytes),
+                Local::Joined => {
+                    let last = *self.nodes[n].path.last().expect("not the root");
+                    if !self.lm.is_canonical_pair(last, id)? {
+                        return Ok(false);
+                    }
+                    if let Some(v) = self.joined(n, bytes)? {
+                        return Ok(v);
+                    }
+                }
+                Local::Open => {}
             }
-            let (possible, joined) = (cut.possible, cut.joined);
-            if !(possible || joined && self.lm.is_canonical_pair(last, id)?) {
+        } else if !self.nodes[n].cut_char {
+            // A token that ends inside its first character: whatever completes it (a
+            // character of some class, or nothing valid), its key is one of these.
+            let keys = self.lm.completion_keys(id, bytes);
+            let mut all_invalid = !keys.is_empty();
+            for key in keys.iter() {
+                if !matches!(self.rule(n, key)?, Local::Invalid) {
+                    all_invalid = false;
+                    break;
+                }
+            }
+            if all_invalid {
                 return Ok(false);
             }
         }
-        self.path.push(id);
-        let v = self.lm.is_valid(&self.path);
-        self.path.pop();
+        let node = &mut self.nodes[n];
+        node.path.push(id);
+        let v = self.lm.is_valid(&node.path);
+        node.path.pop();
         v
+    }
+
+    /// For a token that continues the node's last piece and makes a canonical pair with its
+    /// last token: invalid when a piece boundary inside the token is certain (every
+    /// continuation has it, see [`decided_by_key`]); valid when the node and the token are the
+    /// canonical encoding of their bytes, read off the pieces alone (the node's last piece
+    /// grows by the token, and a run of pairwise canonical tokens is an encoding, see
+    /// [`crate::bpe`]'s notes); `None` when neither is shown (the plain test decides).
+    fn joined(&mut self, n: usize, bytes: &[u8]) -> Result<Option<bool>> {
+        let lm = self.lm;
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut pieces = std::mem::take(&mut self.pieces);
+        let node = &mut self.nodes[n];
+        let at = node.bytes.len();
+        buf.clear();
+        buf.extend_from_slice(&node.bytes);
+        buf.extend_from_slice(bytes);
+        pieces.clear();
+        let out = (|| {
+            lm.pieces(&buf, &mut pieces)?;
+            let inside = |q: usize| q > at && q < buf.len();
+            if pieces
+                .iter()
+                .any(|&(q, _)| inside(q) && decided_by_key(&buf[..q], &buf[q..]))
+            {
+                return Ok(Some(false));
+            }
+            if node.canon.is_none() {
+                node.canon = Some(lm.canon_of(&node.path, &node.bytes, &node.ends)?);
+            }
+            let Some(Some(canon)) = &node.canon else {
+                return Ok(None);
+            };
+            let ls = *canon.starts.last().expect("a node has bytes");
+            let same_pieces = pieces.len() == canon.starts.len()
+                && pieces.iter().zip(&canon.starts).all(|(&(a, _), &b)| a == b)
+                && pieces.last().is_some_and(|&(_, b)| b == buf.len());
+            let bpe = lm.enc.bpe();
+            let whole = bpe.ignore_merges() && bpe.token_id(&buf[ls..]).is_some();
+            Ok((same_pieces && !whole).then_some(true))
+        })();
+        self.buf = buf;
+        self.pieces = pieces;
+        out
+    }
+
+    /// The node's [`Rule`] for tokens with lookahead key `key`, resolved.
+    fn rule(&mut self, n: usize, key: &[u8]) -> Result<Local> {
+        let node = &self.nodes[n];
+        if let Some((k, rule)) = &node.last {
+            if k[..] == *key {
+                return Ok(*rule);
+            }
+        }
+        let local = match node.rules.get(key) {
+            Some(&local) => local,
+            None => {
+                let local = match self.lm.rule(&node.path, &node.bytes, key, &node.ends)? {
+                    Rule::Invalid => Local::Invalid,
+                    Rule::Joined => Local::Joined,
+                    Rule::Open => Local::Open,
+                    Rule::After(j) => {
+                        let path = node.path[j..].to_vec();
+                        let tail = node.bytes[node.ends[j - 1]..].to_vec();
+                        Local::To(self.node(&path, &tail)?)
+                    }
+                };
+                self.nodes[n].rules.insert(key.to_vec(), local);
+                local
+            }
+        };
+        self.nodes[n].last = Some((key.to_vec(), local));
+        Ok(local)
+    }
+}
+
+impl ByteLm {
+    /// A test hook: every (node, token) pair that marginalising `x` meets, checked with the
+    /// shortcuts (and the caches as they are) and with the plain extension-probe test. Returns
+    /// how many pairs were compared and those where the two disagree, as (node path, token,
+    /// shortcut, plain).
+    #[allow(clippy::type_complexity)]
+    pub fn shortcut_disagreements(
+        &self,
+        x: &[u8],
+    ) -> Result<(usize, Vec<(Vec<Rank>, Rank, bool, bool)>)> {
+        let tree = self.tree(x)?;
+        let window = &x[tree.sigma..];
+        let mut check = Check::new(self, window);
+        let mut pairs = 0;
+        let mut out = Vec::new();
+        for (node, &end) in tree.nodes.iter().zip(&tree.ends) {
+            check.enter(node, end)?;
+            for j in self.vocab.prefix_range(&window[end..]) {
+                let id = self.vocab.id(j);
+                let fast = check.valid(id, self.vocab.bytes(j))?;
+                let plain = self.is_valid_uncached(&[&node[..], &[id]].concat())?;
+                pairs += 1;
+                if fast != plain {
+                    out.push((node.clone(), id, fast, plain));
+                }
+            }
+        }
+        Ok((pairs, out))
+    }
+
+    /// [`Canon`] of a node (tokens `path` ending at `ends` in `bytes`), if its tokens are
+    /// made that way.
+    fn canon_of(&self, path: &[Rank], bytes: &[u8], ends: &[usize]) -> Result<Option<Canon>> {
+        let mut pieces = Vec::new();
+        self.pieces(bytes, &mut pieces)?;
+        let Some(&(ls, _)) = pieces.last() else {
+            return Ok(None);
+        };
+        let mut head = Vec::new();
+        for &(a, b) in &pieces[..pieces.len() - 1] {
+            self.enc.bpe().encode_piece(&bytes[a..b], &mut head)?;
+        }
+        let k = head.len();
+        if k >= path.len() || path[..k] != head[..] || (k > 0 && ends[k - 1] != ls) {
+            return Ok(None);
+        }
+        let mut last = Vec::new();
+        self.enc
+            .bpe()
+            .merge_without_lookup(&bytes[ls..], &mut last)?;
+        if last[..] != path[k..] {
+            return Ok(None);
+        }
+        Ok(Some(Canon {
+            starts: pieces.iter().map(|&(a, _)| a).collect(),
+        }))
     }
 }
 
@@ -139,22 +347,25 @@ pub struct Marginal {
 }
 
 /// The model's outputs must cover every node of the tree: one path log-probability and one
-/// row of `n_cols` next-token log-probabilities each. Returns the node count.
-fn check_shapes(
-    what: &str,
-    tree: &Tree,
-    node_logp: &[f64],
-    next_logp: &[f64],
-    n_cols: usize,
-) -> Result<usize> {
+/// row of next-token log-probabilities each, all rows of one length. Returns the node count.
+fn check_shapes(what: &str, tree: &Tree, node_logp: &[f64], rows: &[&[f64]]) -> Result<usize> {
     let n = tree.nodes.len();
-    if node_logp.len() != n || next_logp.len() != n * n_cols {
+    let n_cols = rows.first().map_or(0, |r| r.len());
+    if node_logp.len() != n || rows.len() != n || rows.iter().any(|r| r.len() != n_cols) {
         return Err(Error::InvalidArgument(format!(
-            "{what}: {n} nodes need {n} path log-probabilities and a {n} x {n_cols} \
-             array of next-token log-probabilities"
+            "{what}: {n} nodes need {n} path log-probabilities and {n} rows of next-token \
+             log-probabilities of one length"
         )));
     }
     Ok(n)
+}
+
+/// `next_logp` (`n_cols` values per row) as row slices.
+fn row_slices(next_logp: &[f64], n_cols: usize) -> Vec<&[f64]> {
+    if n_cols == 0 {
+        return Vec::new();
+    }
+    next_logp.chunks(n_cols).collect()
 }
 
 impl ByteLm {
@@ -169,7 +380,21 @@ impl ByteLm {
         n_cols: usize,
         eos: Option<Rank>,
     ) -> Result<Marginal> {
-        let n = check_shapes("marginalize", tree, node_logp, next_logp, n_cols)?;
+        self.marginalize_rows(x, tree, node_logp, &row_slices(next_logp, n_cols), eos)
+    }
+
+    /// [`ByteLm::marginalize`] with one row slice per node (`rows[i]`: log P(t | node i)),
+    /// which may point into different arrays.
+    pub fn marginalize_rows(
+        &self,
+        x: &[u8],
+        tree: &Tree,
+        node_logp: &[f64],
+        rows: &[&[f64]],
+        eos: Option<Rank>,
+    ) -> Result<Marginal> {
+        let n = check_shapes("marginalize", tree, node_logp, rows)?;
+        let n_cols = rows.first().map_or(0, |r| r.len());
         if let Some(e) = eos {
             if e as usize >= n_cols {
                 return Err(Error::InvalidArgument(format!(
@@ -193,7 +418,7 @@ impl ByteLm {
                 if !base.is_finite() {
                     continue;
                 }
-                let row = &next_logp[i * n_cols..(i + 1) * n_cols];
+                let row = rows[i];
                 let rest = &window[tree.ends[i]..];
                 check.enter(&tree.nodes[i], tree.ends[i])?;
                 for j in self.vocab.prefix_range(rest) {
@@ -246,7 +471,18 @@ impl ByteLm {
         next_logp: &[f64],
         n_cols: usize,
     ) -> Result<Vec<(usize, Rank, f64)>> {
-        let n = check_shapes("covers", tree, node_logp, next_logp, n_cols)?;
+        self.covers_rows(x, tree, node_logp, &row_slices(next_logp, n_cols))
+    }
+
+    /// [`ByteLm::covers`] with one row slice per node.
+    pub fn covers_rows(
+        &self,
+        x: &[u8],
+        tree: &Tree,
+        node_logp: &[f64],
+        rows: &[&[f64]],
+    ) -> Result<Vec<(usize, Rank, f64)>> {
+        let n = check_shapes("covers", tree, node_logp, rows)?;
         let window = &x[tree.sigma..];
         let mut out = Vec::new();
         let mut check = Check::new(self, window);
@@ -255,7 +491,7 @@ impl ByteLm {
             if rest.is_empty() || !node_logp[i].is_finite() {
                 continue;
             }
-            let row = &next_logp[i * n_cols..(i + 1) * n_cols];
+            let row = rows[i];
             check.enter(&tree.nodes[i], tree.ends[i])?;
             for j in self.vocab.prefix_range(rest) {
                 let id = self.vocab.id(j);

@@ -47,8 +47,8 @@ pub use marginal::Marginal;
 pub use tree::Tree;
 pub use vocab::SortedVocab;
 
-/// Cuts after a node by (node path, lookahead key), see [`fast`].
-type CutCache = FxHashMap<(Vec<Rank>, Vec<u8>), fast::Cut>;
+/// Rules after a node by (node path, lookahead key), see [`fast`].
+type CutCache = FxHashMap<(Vec<Rank>, Vec<u8>), fast::Rule>;
 
 /// A tokenizer prepared for byte-level inference.
 #[derive(Debug)]
@@ -62,13 +62,16 @@ pub struct ByteLm {
     valid_cache: Mutex<FxHashMap<Vec<Rank>, bool>>,
     /// Canonical pairs, see [`fast`].
     pair_cache: Mutex<FxHashMap<u64, bool>>,
-    /// Pre-tokenizer cuts after a node, keyed by (node path, lookahead key), see [`fast`].
+    /// What the pre-tokenizer's cut after a node says about the tokens with one lookahead key,
+    /// keyed by (node path, key), see [`fast`].
     cut_cache: Mutex<CutCache>,
     /// `is_valid(&[id])` by token id (0: not computed yet, 1: invalid, 2: valid): asked for
     /// every token of the vocabulary at the root of every tree, so a table, not a hash map.
     start_valid: Vec<AtomicU8>,
     /// Validity of (node path + token) by token id, per node path, see `marginal::Check`.
     node_states: Mutex<FxHashMap<Vec<Rank>, Vec<u8>>>,
+    /// [`fast::completion_keys`] by token id.
+    completion_cache: Mutex<FxHashMap<Rank, std::sync::Arc<Vec<Vec<u8>>>>>,
 }
 
 impl ByteLm {
@@ -100,6 +103,7 @@ impl ByteLm {
             cut_cache: Mutex::new(FxHashMap::default()),
             start_valid,
             node_states: Mutex::new(FxHashMap::default()),
+            completion_cache: Mutex::new(FxHashMap::default()),
         })
     }
 

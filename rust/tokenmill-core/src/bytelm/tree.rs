@@ -27,6 +27,62 @@ pub struct Tree {
     pub ends: Vec<usize>,
 }
 
+impl Tree {
+    /// Log-probability of each node's path: `trunk_logp` at the root, then each node's parent's
+    /// plus the parent's row at the node's last token (`rows[i]`: log P(t | node i)).
+    pub fn path_logps(&self, trunk_logp: f64, rows: &[&[f64]]) -> Vec<f64> {
+        let mut out = vec![trunk_logp; self.nodes.len()];
+        for i in 1..self.nodes.len() {
+            let p = self.parents[i];
+            let last = *self.nodes[i].last().expect("only the root is empty") as usize;
+            out[i] = out[p]
+                + rows
+                    .get(p)
+                    .and_then(|r| r.get(last))
+                    .copied()
+                    .unwrap_or(f64::NAN);
+        }
+        out
+    }
+
+    /// The model inputs of one forward over `chain` (trunk tokens not yet in the cache, after
+    /// `past` cached ones) and the tree's nodes (each node's last token, parents first): the
+    /// token ids, position ids (cache length plus depth) and which of the `past + n` positions
+    /// each new token may attend to (row-major, `n x (past + n)`: the cache, the chain before
+    /// it, and its own ancestors). The root is the chain's end (or the cache's).
+    pub fn batch(&self, chain: &[Rank], past: usize) -> (Vec<Rank>, Vec<usize>, Vec<bool>) {
+        let c = chain.len();
+        let n = c + self.nodes.len() - 1;
+        let width = past + n;
+        let mut ids = Vec::with_capacity(n);
+        let mut positions = Vec::with_capacity(n);
+        let mut allowed = vec![false; n * width];
+        for (j, &t) in chain.iter().enumerate() {
+            ids.push(t);
+            positions.push(past + j);
+            allowed[j * width..j * width + past + j + 1].fill(true);
+        }
+        // Node i (i >= 1) is new token c + i - 1, at depth c + (its depth in the tree).
+        let mut depth = vec![0usize; self.nodes.len()];
+        for i in 1..self.nodes.len() {
+            let j = c + i - 1;
+            let p = self.parents[i];
+            depth[i] = depth[p] + 1;
+            ids.push(*self.nodes[i].last().expect("only the root is empty"));
+            positions.push(past + c + depth[i] - 1);
+            let row = j * width;
+            allowed[row..row + past + c].fill(true);
+            allowed[row + past + j] = true;
+            let mut a = p;
+            while a > 0 {
+                allowed[row + past + c + a - 1] = true;
+                a = self.parents[a];
+            }
+        }
+        (ids, positions, allowed)
+    }
+}
+
 impl ByteLm {
     pub fn tree(&self, x: &[u8]) -> Result<Tree> {
         let sigma = self.stable_point(x)?;
