@@ -12,9 +12,26 @@ HF_VARIANTS = [
     "gpt2-bos",
     "gpt2-prefix-space",
     "gpt2-nfc",
+    "qwen3",
 ]
 # Variants whose normalizer is NFC, as Qwen2/2.5/3's tokenizer.json files have.
-NFC_VARIANTS = ["llama3-nfc", "gpt2-nfc"]
+NFC_VARIANTS = ["llama3-nfc", "gpt2-nfc", "qwen3"]
+
+
+def qwen3_json() -> str:
+    """Qwen3's tokenizer as a tokenizer.json (NFC, Qwen2's Split regex, byte-level BPE, its
+    26 added tokens), from the vocabulary quicktok-v1 bundles; the merges are every split of
+    every token (transformers' tiktoken converter)."""
+    import quicktok
+
+    from tokenmill._builtin_encodings import QWEN2_PAT_STR
+    from tokenmill.bench import quicktok_qwen3_vocabulary
+    from tokenmill.train import merges_from_ranks, tokenizer_json
+
+    ranks, specials = quicktok_qwen3_vocabulary(quicktok)
+    by_id = sorted(ranks, key=ranks.__getitem__)
+    assert [ranks[t] for t in by_id] == list(range(len(by_id)))
+    return with_nfc(tokenizer_json(by_id, merges_from_ranks(ranks), QWEN2_PAT_STR, specials))
 
 
 def with_nfc(tokenizer_json: str, as_sequence: bool = False) -> str:

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 import corpora
-from _hf import llama3_with_bos, train_base, trained_variants, with_nfc
+from _hf import llama3_with_bos, qwen3_json, train_base, trained_variants, with_nfc
 
 # ----------------------------------------------------------------------------------------
 # Markers / collection
@@ -178,6 +178,7 @@ def hf_json_variants(llama3_json: str, trained_json: dict[str, str]) -> dict[str
         "llama3": llama3_json,
         "llama3-bos": llama3_with_bos(llama3_json),
         "llama3-nfc": with_nfc(llama3_json),
+        "qwen3": qwen3_json(),
     }
     v.update(trained_json)
     return v

@@ -184,6 +184,23 @@ def test_nfc_normalizer_on_decomposed_text(
         _check_encode(variant, f"NFD {corpus}", docs, hf_pairs, add_special_tokens=add)
 
 
+@pytest.mark.parametrize("corpus", CORPORA)
+def test_qwen3_variant_is_quicktoks_qwen3(
+    corpus: str, hf_pairs: dict[str, tuple[Any, Any]]
+) -> None:
+    """The "qwen3" tokenizer.json rebuilt from quicktok's vocabulary tokenizes raw text (NFC
+    pass included) as quicktok's own Qwen3 does, so the parity tests on it are tests on
+    Qwen3's tokenizer."""
+    import quicktok
+
+    qt = quicktok.get_encoding("qwen3")
+    ref, got = _pair(hf_pairs, "qwen3")
+    docs = corpora.corpus(corpus, "small")
+    expected = [list(qt.encode_ordinary(d)) for d in docs]
+    assert [e.ids for e in ref.encode_batch(docs, add_special_tokens=False)] == expected
+    assert [got.encode(d, add_special_tokens=False).ids for d in docs] == expected
+
+
 def test_nfc_tokenizer_is_not_converted_to_an_encoding(
     hf_pairs: dict[str, tuple[Any, Any]],
 ) -> None:

@@ -535,6 +535,14 @@ def _o200k_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
     return pairs
 
 
+def quicktok_qwen3_vocabulary(quicktok: ModuleType) -> tuple[dict[bytes, int], dict[str, int]]:
+    """Qwen3's ranks and special tokens, read from quicktok-v1's bundled copy."""
+    enc = quicktok.get_encoding("qwen3")
+    ranks = {b: enc.encode_single_token(b) for b in enc.token_byte_values()}
+    specials = {s: enc.encode_single_token(s.encode()) for s in enc.special_tokens_set}
+    return ranks, specials
+
+
 def _qwen3_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
     """Qwen3's vocabulary, whose only copy on this machine is the one quicktok-v1 bundles.
 
@@ -550,7 +558,7 @@ def _qwen3_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
         return []
     builtin = importlib.import_module("tokenmill._builtin_encodings")
     qt_enc = qt.get_encoding("qwen3")
-    ranks = {b: qt_enc.encode_single_token(b) for b in qt_enc.token_byte_values()}
+    ranks, _ = quicktok_qwen3_vocabulary(qt)
     ours = tm.Encoding(
         "qwen3", pat_str=builtin.QWEN2_PAT_STR, mergeable_ranks=ranks, special_tokens={}
     )
@@ -594,19 +602,10 @@ def _write_vocab_and_merges(ranks: dict[bytes, int], out: Path) -> None:
     """vocab.json and merges.txt (GPT-2 byte-to-unicode spelling) equivalent to `ranks`."""
     train = importlib.import_module("tokenmill.train")
     spell = train.bytes_to_unicode_str
-    merges: list[tuple[int, int, int]] = []
-    for token, rank in ranks.items():
-        splits = [
-            (ranks[token[:i]], ranks[token[i:]], rank)
-            for i in range(1, len(token))
-            if token[:i] in ranks and token[i:] in ranks
-        ]
-        merges.extend(sorted(splits))
-    merges.sort(key=lambda m: m[2])
-    by_id = {r: t for t, r in ranks.items()}
-    vocab = {spell(t): r for t, r in ranks.items()}
+    by_id = {r: spell(t) for t, r in ranks.items()}
+    vocab = {s: r for r, s in by_id.items()}
     (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    lines = [f"{spell(by_id[a])} {spell(by_id[b])}" for a, b, _ in merges]
+    lines = [f"{by_id[a]} {by_id[b]}" for a, b in train.merges_from_ranks(ranks)]
     (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(lines) + "\n", encoding="utf-8")
 
 

@@ -24,7 +24,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from tokenmill.core import Encoding
 __all__ = [
     "TrainedEncoding",
     "bytes_to_unicode_str",
+    "merges_from_ranks",
     "save_tiktoken",
     "save_tokenizer_json",
     "train_bpe",
@@ -145,6 +146,23 @@ def _hf_regex(pat_str: str) -> str:
     if pat_str == CL100K_PAT_STR:
         return LLAMA3_PAT_STR
     return pat_str
+
+
+def merges_from_ranks(ranks: Mapping[bytes, int]) -> list[tuple[int, int]]:
+    """Merges (pairs of ids, in priority order) for tiktoken-style `ranks`: every split of
+    every token into two tokens, ordered by the merged token's rank, then by the parts' ranks
+    (what transformers' tiktoken converter writes)."""
+    merges: list[tuple[int, int, int]] = []
+    for token, rank in ranks.items():
+        merges.extend(
+            sorted(
+                (rank, ranks[token[:i]], ranks[token[i:]])
+                for i in range(1, len(token))
+                if token[:i] in ranks and token[i:] in ranks
+            )
+        )
+    merges.sort(key=lambda m: m[0])
+    return [(a, b) for _, a, b in merges]
 
 
 def tokenizer_json(
