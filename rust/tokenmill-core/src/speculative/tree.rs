@@ -146,6 +146,58 @@ impl DraftTree {
         m
     }
 
+    /// The additive attention mask of a forward over the tree after `prefix_len` cached
+    /// positions, row-major `n x (prefix_len + n)` into `out` (resized): `open` where node `i`
+    /// may attend (every prefix position and its own ancestors, itself included), `blocked`
+    /// elsewhere. With a sliding `window`, a query at position `q = prefix_len + depth` sees a
+    /// key at position `k` only if `k > q - window`.
+    ///
+    /// Built here rather than with torch ops in Python: filled straight into the buffer torch
+    /// then wraps without a copy, it replaces an allocation, a conversion and a masked fill per
+    /// step (each a dispatch costing microseconds) with one pass over the array.
+    pub fn additive_mask<T: Copy>(
+        &self,
+        prefix_len: usize,
+        window: Option<usize>,
+        open: T,
+        blocked: T,
+        out: &mut Vec<T>,
+    ) {
+        let n = self.len();
+        let width = prefix_len + n;
+        out.clear();
+        out.resize(n * width, blocked);
+        for i in 0..n {
+            let (before, rest) = out.split_at_mut(i * width);
+            let row = &mut rest[..width];
+            let depth = self.depths[i] as usize;
+            // Prefix keys at positions 0..prefix_len; the query sits at prefix_len + depth.
+            let first_visible = match window {
+                Some(w) => (prefix_len + depth + 1).saturating_sub(w),
+                None => 0,
+            };
+            row[first_visible.min(prefix_len)..prefix_len].fill(open);
+            // Tree keys: the parent's row (complete already: parents precede children, and a
+            // key the window hides from the parent is hidden from its deeper child too), then
+            // the node itself.
+            let p = self.parents[i];
+            if p != NO_PARENT {
+                let prow = &before[p * width + prefix_len..p * width + prefix_len + i];
+                row[prefix_len..prefix_len + i].copy_from_slice(prow);
+                if let Some(w) = window {
+                    for j in 0..i {
+                        if self.depths[j] as usize + w <= depth {
+                            row[prefix_len + j] = blocked;
+                        }
+                    }
+                }
+            }
+            // A node always sees itself (a window of 0 would leave a row with nothing to
+            // attend to; `ModelInfo` never passes one).
+            row[prefix_len + i] = open;
+        }
+    }
+
     /// Expected tokens per step of the first `n` nodes: the bonus token plus the expected number
     /// of accepted drafts, `1 + sum(scores[1..n])` when scores are path acceptance probabilities.
     pub fn expected_tokens(&self, n: usize) -> f64 {
@@ -438,6 +490,37 @@ mod tests {
             assert_eq!(toks.len(), c.len());
         }
         assert!(build_dynamic(&[], &sources, limits).is_err());
+    }
+
+    #[test]
+    fn additive_mask_matches_a_naive_recomputation() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut out = Vec::new();
+        for n in 1..30 {
+            let t = random_tree(&mut rng, n, 50);
+            let anc = t.ancestor_mask();
+            let prefix_len = rng.random_range(0..20);
+            for window in [None, Some(1), Some(2), Some(3), Some(7), Some(100)] {
+                t.additive_mask(prefix_len, window, 0i8, 1i8, &mut out);
+                let width = prefix_len + n;
+                assert_eq!(out.len(), n * width);
+                for i in 0..n {
+                    let q = prefix_len + t.depths[i] as usize;
+                    for k in 0..width {
+                        let (pos, visible) = if k < prefix_len {
+                            (k, true)
+                        } else {
+                            let j = k - prefix_len;
+                            (prefix_len + t.depths[j] as usize, anc[i * n + j])
+                        };
+                        let in_window = window.is_none_or(|w| pos + w > q);
+                        let want = if visible && in_window { 0 } else { 1 };
+                        assert_eq!(out[i * width + k], want, "n {n} window {window:?} {i} {k}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
