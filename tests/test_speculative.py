@@ -147,6 +147,77 @@ def test_tree_forward_and_cache_compaction_match_naive_recomputation(
             torch.testing.assert_close(after, model(seq[None]).logits[0, -1], rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16", "float16"])
+def test_rust_built_inputs_equal_the_python_construction(dtype: str) -> None:
+    """The ids, positions and additive mask Rust builds for a step (the CPU path) equal the
+    torch construction (`tree_mask`, used on GPUs and checked against naive recomputation
+    above), bit for bit, for random trees, prefix lengths and sliding windows; the drafting
+    variant returns the tree `draft` builds."""
+    torch_dtype = getattr(torch, dtype)
+    rng = np.random.default_rng(5)
+    s = Speculator(64, [("recycling", 1.0)])
+    fill = float(torch.finfo(torch_dtype).min)
+    for _ in range(60):
+        _, parents = _random_tree(rng, int(rng.integers(1, 20)), 64)
+        tokens = rng.permutation(64)[: len(parents)]  # siblings must be distinct
+        anc, depths = _ancestors(parents)
+        plen = int(rng.integers(0, 30))
+        window = [None, 1, 2, 3, 5, 40][int(rng.integers(0, 6))]
+        info = sp._model.ModelInfo(64, torch_dtype, torch.device("cpu"), window)
+        s.set_tree(tokens, parents)
+        ids, pos, mask, expected = s.tree_inputs(
+            prefix_len=plen, window=window, fill=fill, float64=dtype == "float64"
+        )
+        assert ids.shape == pos.shape == (1, len(tokens))
+        np.testing.assert_array_equal(ids[0], tokens)
+        np.testing.assert_array_equal(pos[0], plen + depths)
+        assert expected == len(tokens) - 1  # `set_tree` scores every draft 1
+        if len(tokens) == 1 and window is None:
+            assert mask is None
+            continue
+        got = torch.from_numpy(mask).to(torch_dtype)
+        assert got.dtype == torch_dtype
+        assert torch.equal(got, tree_mask(anc, depths, plen, info)), (tokens, parents, window)
+    with pytest.raises(ValueError, match="window"):
+        s.tree_inputs(prefix_len=3, window=0, fill=-1.0)
+    d = Speculator(64, [("lookup", 1.0), ("trigram", 1.0)])
+    d.start(np.array([1, 2, 3, 1, 2, 4, 1, 2, 3, 1, 2], dtype=np.int64))
+    tokens, _, depths, anc, scores = d.draft(12)
+    ids, pos, mask, expected = d.draft_inputs(12, prefix_len=10, fill=-1.0)
+    np.testing.assert_array_equal(ids[0], tokens)
+    np.testing.assert_array_equal(pos[0], 10 + depths)
+    np.testing.assert_array_equal(mask[0, 0, :, 10:] == 0, anc)
+    assert expected == pytest.approx(float(scores[1:].sum(dtype=np.float64)))
+    with pytest.raises(ValueError, match="costs"):
+        d.draft_inputs(12, np.array([1.0, -1.0]), prefix_len=10, fill=-1.0)
+
+
+@pytest.mark.parametrize(
+    "nodes",
+    [[0], [0, 1], [0, 1, 2, 3, 4, 5], [0, 2], [0, 1, 3], [0, 3, 4, 5], [0, 1, 2, 5], []],
+)
+def test_cache_compaction_equals_a_naive_gather(nodes: list[int]) -> None:
+    """Compaction keeps the prefix and the accepted nodes in path order, in every layer: checked
+    against a naive gather of the original tensors for plain steps, whole trees (nothing to
+    do), accepted prefixes of the node order, paths that leave it, and dropping the tree."""
+    g = torch.Generator().manual_seed(len(nodes))
+    for n in {max(nodes, default=0) + 1, 6} if nodes else {6}:
+        cache = transformers.DynamicCache()
+        plen = 7
+        originals = []
+        for layer in range(3):
+            k = torch.randn(1, 2, plen + n, 4, generator=g)
+            v = torch.randn(1, 2, plen + n, 4, generator=g)
+            cache.update(k.clone(), v.clone(), layer)
+            originals.append((k, v))
+        compact_cache(cache, plen, nodes)
+        keep = list(range(plen)) + [plen + i for i in nodes]
+        assert cache.get_seq_length() == len(keep)
+        for layer, (k, v) in zip(cache.layers, originals, strict=True):
+            assert torch.equal(layer.keys, k[:, :, keep])
+            assert torch.equal(layer.values, v[:, :, keep])
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_greedy_is_identical_to_generate(arch: str) -> None:
     """Token for token equal to `model.generate(do_sample=False)` over many prompts, every
