@@ -165,6 +165,15 @@ impl Speculator {
                 "no context: call start(prompt) first".into(),
             ));
         };
+        if let Some(costs) = costs {
+            if costs.is_empty() || costs.iter().any(|c| !(c.is_finite() && *c > 0.0)) {
+                return Err(Error::InvalidArgument(
+                    "forward costs must be positive and finite".into(),
+                ));
+            }
+        }
+        // The early stop's bound holds for a non-negative gain (the calibration keeps it so).
+        let sized = costs.filter(|_| gain.is_finite() && gain >= 0.0);
         let mut tree = if budget == 0 {
             DraftTree::new(root)
         } else if self.static_tree {
@@ -187,14 +196,9 @@ impl Speculator {
                 budget,
                 ..self.limits
             };
-            build_dynamic(ctx, &sources, limits)?
+            build_dynamic(ctx, &sources, limits, sized.map(|c| (c, gain)))?
         };
         if let Some(costs) = costs {
-            if costs.is_empty() || costs.iter().any(|c| !(c.is_finite() && *c > 0.0)) {
-                return Err(Error::InvalidArgument(
-                    "forward costs must be positive and finite".into(),
-                ));
-            }
             let n = tree.best_size(costs, gain);
             tree.truncate(n);
         }

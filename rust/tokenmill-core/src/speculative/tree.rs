@@ -329,10 +329,18 @@ pub struct TreeLimits {
 /// node (a token proposed by several drafters gets its best weighted score). Popped scores never
 /// increase, so the node list is sorted by score and every prefix is the best tree of its size
 /// under the scores.
+///
+/// With `sized = Some((costs, gain))` the tree will be cut by [`DraftTree::best_size`] with
+/// these arguments, and building stops as soon as no larger tree can be chosen: a later node's
+/// score is at most the last one's, which bounds the rate any larger size can reach. The
+/// prefix that `best_size` keeps is then exactly what the full build would have kept (the cut
+/// is conservative by a relative 1e-9 against rounding in the bound), without expanding the
+/// dozens of nodes a small CPU budget throws away.
 pub fn build_dynamic(
     context: &[Rank],
     sources: &[(&dyn Propose, f32)],
     limits: TreeLimits,
+    sized: Option<(&[f64], f64)>,
 ) -> Result<DraftTree> {
     let Some(&root) = context.last() else {
         return Err(Error::InvalidArgument(
@@ -381,9 +389,30 @@ pub fn build_dynamic(
             }
         };
     expand(&t, 0, &mut heap, &mut path);
+    // Running state of `best_size` over the nodes so far: the drafts' score sum and the best
+    // rate (at n = 1: the root alone).
+    let mut drafts = 0.0f64;
+    let mut best_rate = sized.map_or(0.0, |(costs, _)| 1.0 / costs[0]);
     while t.len() <= limits.budget {
         let Some(c) = heap.pop() else { break };
         if let Some(node) = t.push(c.parent, c.token, c.score) {
+            if let Some((costs, gain)) = sized {
+                let n = t.len();
+                if n > costs.len() {
+                    break; // `best_size` never looks beyond the curve
+                }
+                let s = f64::from(c.score);
+                drafts += s;
+                best_rate = best_rate.max((1.0 + gain * drafts) / costs[n - 1]);
+                let last = costs.len().min(limits.budget + 1);
+                let can_improve = (n + 1..=last).any(|m| {
+                    let bound = (1.0 + gain * (drafts + (m - n) as f64 * s)) / costs[m - 1];
+                    bound >= best_rate * (1.0 - 1e-9)
+                });
+                if !can_improve {
+                    break;
+                }
+            }
             expand(&t, node, &mut heap, &mut path);
         }
     }
@@ -477,7 +506,7 @@ mod tests {
             max_depth: 3,
             max_children: 4,
         };
-        let t = build_dynamic(&ctx, &sources, limits).unwrap();
+        let t = build_dynamic(&ctx, &sources, limits, None).unwrap();
         assert_eq!(t.len(), 7);
         assert!(t.scores.windows(2).all(|w| w[0] >= w[1]));
         assert!(t.depths.iter().all(|&d| d <= 3));
@@ -489,7 +518,61 @@ mod tests {
             toks.dedup();
             assert_eq!(toks.len(), c.len());
         }
-        assert!(build_dynamic(&[], &sources, limits).is_err());
+        assert!(build_dynamic(&[], &sources, limits, None).is_err());
+    }
+
+    /// Stopping the build once no larger size can pay keeps exactly the prefix that cutting
+    /// the full tree keeps.
+    #[test]
+    fn sized_build_keeps_what_the_full_build_keeps() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+        let vocab = 12;
+        let mut shorter = 0;
+        for _ in 0..400 {
+            let mut adj = Adjacency::new(vocab, 3).unwrap();
+            for tok in 0..vocab as Rank {
+                let ids: Vec<Rank> = (0..3).map(|_| rng.random_range(0..vocab as Rank)).collect();
+                let mut ps: Vec<f32> = (0..3).map(|_| rng.random_range(0.0..1.0)).collect();
+                ps.sort_by(|a, b| b.total_cmp(a));
+                adj.set_row(tok, &ids, &ps).unwrap();
+            }
+            let ctx: Vec<Rank> = (0..30).map(|_| rng.random_range(0..4)).collect();
+            let mut idx = SuffixIndex::new(1, 4).unwrap();
+            idx.extend(&ctx);
+            let mut tri = Trigram::new(3).unwrap();
+            tri.observe(&[], &ctx);
+            let sources: [(&dyn Propose, f32); 3] = [(&adj, 1.0), (&idx, 0.7), (&tri, 1.3)];
+            let limits = TreeLimits {
+                budget: rng.random_range(0..40),
+                max_depth: rng.random_range(1..8),
+                max_children: rng.random_range(1..4),
+            };
+            // Increasing costs of random steepness, sometimes flat stretches, sometimes
+            // shorter than the budget.
+            let len = rng.random_range(1..50);
+            let mut costs = vec![1.0f64];
+            for _ in 1..len {
+                let step = if rng.random_bool(0.3) {
+                    0.0
+                } else {
+                    rng.random_range(0.0..0.4)
+                };
+                costs.push(costs.last().unwrap() + step);
+            }
+            let gain = rng.random_range(0.05..2.0);
+            let mut full = build_dynamic(&ctx, &sources, limits, None).unwrap();
+            let mut sized = build_dynamic(&ctx, &sources, limits, Some((&costs, gain))).unwrap();
+            assert_eq!(full.tokens[..sized.len()], sized.tokens[..]);
+            shorter += usize::from(sized.len() < full.len());
+            let n = full.best_size(&costs, gain);
+            assert_eq!(sized.best_size(&costs, gain), n);
+            full.truncate(n);
+            sized.truncate(n);
+            assert_eq!(full, sized);
+        }
+        // The early stop does happen (else the test would check nothing).
+        assert!(shorter > 100, "{shorter}");
     }
 
     #[test]
