@@ -237,7 +237,6 @@ class Speculator:
         costs: npt.NDArray[np.float64] | None = None,
         gain: float = 1.0,
         *,
-        prefix_len: int,
         window: int | None = None,
         fill: float,
         float64: bool = False,
@@ -247,6 +246,7 @@ class Speculator:
         npt.NDArray[np.float32] | npt.NDArray[np.float64] | None,
         float,
     ]: ...
+    def settle(self, nodes: Sequence[int], max_dead: float) -> npt.NDArray[np.int64] | None: ...
     def tree_inputs(
         self,
         *,

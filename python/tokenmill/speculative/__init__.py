@@ -30,6 +30,7 @@ from tokenmill.speculative._model import (
     ModelInfo,
     UnsupportedModelError,
     compact_cache,
+    gather_cache,
     inspect_model,
     tree_mask,
 )
@@ -51,6 +52,11 @@ DRAFTERS = ("recycling", "lookup", "trigram")
 _TORCH_REDUCTIONS = False
 #: Largest tree the automatic budget considers.
 AUTO_MAX_NODES = 64
+#: On the CPU, rejected drafts stay in the KV cache (masked out) until they exceed this
+#: fraction of it. Cutting them out every step took one to four tensor operations per layer
+#: (2-10 us each on the CPU, i.e. up to 1-2% of a small model's forward), while a few dead keys
+#: cost the attention almost nothing; one gather then drops them all.
+_MAX_DEAD = 0.25
 
 
 class Drafter:
@@ -306,8 +312,8 @@ def generate(
     stats = Stats()
     device = info.device
     host = device.type == "cpu" and not _TORCH_REDUCTIONS
-    # On the CPU, Rust builds the forward's inputs (ids, positions, additive mask) into arrays
-    # torch wraps without a copy. float16/bfloat16 masks are built in float32 with the dtype's
+    # On the CPU, Rust builds the forward's inputs (ids, positions, additive mask over the
+    # cache's live slots) into arrays torch wraps without a copy. float16/bfloat16 masks are built in float32 with the dtype's
     # own minimum (exactly representable) and converted. On a GPU the mask is built there from
     # the small ancestor matrix instead (a (n, prefix + n) mask crossing the bus every step
     # would grow with the context).
@@ -338,7 +344,6 @@ def generate(
                     step_budget,
                     costs,
                     gain,
-                    prefix_len=prefix_len,
                     window=info.window,
                     fill=mask_fill,
                     float64=mask_f64,
@@ -426,7 +431,14 @@ def generate(
                     break
             if len(new) + len(step_tokens) >= max_new_tokens:
                 done = True
-            compact_cache(cache, prefix_len, nodes)
+            if host:
+                # Rejected drafts stay in the cache, masked out (Rust keeps the layout), until
+                # they are a sizeable part of it; then one gather per tensor drops them all.
+                live = spec.settle(nodes, _MAX_DEAD)
+                if live is not None:
+                    gather_cache(cache, torch.from_numpy(live))
+            else:
+                compact_cache(cache, prefix_len, nodes)
             prefix_len += len(nodes)
             spec.accept(step_tokens)
             new.extend(step_tokens)

@@ -148,3 +148,12 @@ def compact_cache(cache: Any, prefix_len: int, nodes: list[int]) -> None:
     for layer in layers:
         layer.keys = layer.keys.narrow(2, 0, end)
         layer.values = layer.values.narrow(2, 0, end)
+
+
+def gather_cache(cache: Any, slots: Any) -> None:
+    """Keeps the cache positions `slots` (a 1D int64 tensor, in order) in every layer: one
+    gather per tensor."""
+    slots = slots.to(cache.layers[0].keys.device)
+    for layer in cache.layers:
+        layer.keys = layer.keys.index_select(2, slots)
+        layer.values = layer.values.index_select(2, slots)

@@ -55,29 +55,50 @@ enum Mask {
 /// What `forward_inputs` computes without the GIL: ids, positions, the mask buffer, the drafts'
 /// expected acceptance. No mask for a lone root without a window: one query at the end of the
 /// sequence is what plain causal attention computes.
+/// After a cache of `prefix_len` live slots, or of `slots` (see `Speculator::settle`).
 fn inputs_of(
     tree: &core::DraftTree,
-    prefix_len: usize,
+    prefix: Result<&[u32], usize>,
     window: Option<usize>,
     fill: f64,
     float64: bool,
 ) -> (Vec<i64>, Vec<i64>, Option<Mask>, f64) {
+    let (live, dead) = match prefix {
+        Ok(slots) => {
+            let live = slots
+                .iter()
+                .filter(|&&p| p != core::tree::DEAD_SLOT)
+                .count();
+            (live, slots.len() - live)
+        }
+        Err(prefix_len) => (prefix_len, 0),
+    };
     let ids = tree.tokens.iter().map(|&x| i64::from(x)).collect();
     let pos = tree
         .depths
         .iter()
-        .map(|&d| (prefix_len + d as usize) as i64)
+        .map(|&d| (live + d as usize) as i64)
         .collect();
-    let mask = if tree.len() == 1 && window.is_none() {
+    fn build<T: Copy>(
+        tree: &core::DraftTree,
+        prefix: Result<&[u32], usize>,
+        window: Option<usize>,
+        blocked: T,
+        zero: T,
+    ) -> Vec<T> {
+        let mut m = Vec::new();
+        match prefix {
+            Ok(slots) => tree.additive_mask_slots(slots, window, zero, blocked, &mut m),
+            Err(len) => tree.additive_mask(len, window, zero, blocked, &mut m),
+        }
+        m
+    }
+    let mask = if tree.len() == 1 && window.is_none() && dead == 0 {
         None
     } else if float64 {
-        let mut m = Vec::new();
-        tree.additive_mask(prefix_len, window, 0.0f64, fill, &mut m);
-        Some(Mask::F64(m))
+        Some(Mask::F64(build(tree, prefix, window, fill, 0.0)))
     } else {
-        let mut m = Vec::new();
-        tree.additive_mask(prefix_len, window, 0.0f32, fill as f32, &mut m);
-        Some(Mask::F32(m))
+        Some(Mask::F32(build(tree, prefix, window, fill as f32, 0.0)))
     };
     let expected = tree.expected_tokens(tree.len()) - 1.0;
     (ids, pos, mask, expected)
@@ -88,6 +109,7 @@ fn inputs_to_py<'py>(
     (ids, pos, mask, expected): (Vec<i64>, Vec<i64>, Option<Mask>, f64),
     prefix_len: usize,
 ) -> PyResult<ForwardInputs<'py>> {
+    // `prefix_len`: cache slots, live or dead (the mask's key columns before the tree's).
     let n = ids.len();
     let shape_err = |e: numpy::ndarray::ShapeError| {
         errors::to_py(Error::InvalidArgument(format!("forward inputs: {e}")))
@@ -271,12 +293,13 @@ impl Speculator {
         ))
     }
 
-    /// Drafts this step's tree (as `draft`) and returns what its forward takes: (input ids
-    /// (1, n), position ids `prefix_len + depth` (1, n), the additive mask (1, 1, n,
-    /// prefix_len + n) holding 0 where a node may attend and `fill` elsewhere, float64 if
-    /// `float64` else float32 (None for a lone root without a window), the sum of the drafts'
-    /// scores).
-    #[pyo3(signature = (budget, costs=None, gain=1.0, *, prefix_len, window=None, fill, float64=false))]
+    /// Drafts this step's tree (as `draft`) and returns what its forward after the session's
+    /// cache (see `settle`; `start` counts the prompt but its last token) takes: (input ids
+    /// (1, n), position ids (1, n): the live cache length plus the depth, the additive mask
+    /// (1, 1, n, cache slots + n) holding 0 where a node may attend and `fill` elsewhere,
+    /// float64 if `float64` else float32 (None when plain causal attention serves: a lone root,
+    /// no window, no dead slots), the sum of the drafts' scores).
+    #[pyo3(signature = (budget, costs=None, gain=1.0, *, window=None, fill, float64=false))]
     #[allow(clippy::too_many_arguments)]
     fn draft_inputs<'py>(
         &self,
@@ -284,7 +307,6 @@ impl Speculator {
         budget: usize,
         costs: Option<PyReadonlyArray1<'py, f64>>,
         gain: f64,
-        prefix_len: usize,
         window: Option<usize>,
         fill: f64,
         float64: bool,
@@ -293,11 +315,32 @@ impl Speculator {
         let costs: Option<Vec<f64>> = costs.map(|c| c.as_array().to_vec());
         let mut guard = self.lock()?;
         let s = &mut *guard;
-        let parts = crate::run(py, || {
-            let t = s.draft(budget, costs.as_deref(), gain)?;
-            Ok(inputs_of(t, prefix_len, window, fill, float64))
+        let (parts, slots) = crate::run(py, || {
+            s.draft(budget, costs.as_deref(), gain)?;
+            let t = s.tree().expect("drafted");
+            Ok((
+                inputs_of(t, Ok(s.slots()), window, fill, float64),
+                s.slots().len(),
+            ))
         })?;
-        inputs_to_py(py, parts, prefix_len)
+        inputs_to_py(py, parts, slots)
+    }
+
+    /// Records the forward of the current tree in the session's cache layout, `nodes` (the
+    /// accepted path) kept and the rest left in the cache but masked out; returns None, or,
+    /// once dead slots exceed the fraction `max_dead` of the cache, the live slots (int64) to
+    /// gather every layer to.
+    fn settle<'py>(
+        &self,
+        py: Python<'py>,
+        nodes: Vec<usize>,
+        max_dead: f64,
+    ) -> PyResult<Option<Bound<'py, PyArray1<i64>>>> {
+        let live = self
+            .lock()?
+            .settle(&nodes, max_dead)
+            .map_err(errors::to_py)?;
+        Ok(live.map(|v| PyArray1::from_vec(py, v.into_iter().map(|k| k as i64).collect())))
     }
 
     /// `draft_inputs` for the current tree (set by `set_tree` or the last draft).
@@ -317,7 +360,7 @@ impl Speculator {
                 "no draft tree: call draft() first".into(),
             ))
         })?;
-        let parts = inputs_of(tree, prefix_len, window, fill, float64);
+        let parts = inputs_of(tree, Err(prefix_len), window, fill, float64);
         inputs_to_py(py, parts, prefix_len)
     }
 

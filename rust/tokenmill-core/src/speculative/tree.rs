@@ -16,6 +16,8 @@ use crate::Rank;
 use super::drafters::{Adjacency, History, Propose};
 
 pub const NO_PARENT: usize = usize::MAX;
+/// Position of a KV-cache slot that holds a rejected draft (see `Speculator::settle`).
+pub const DEAD_SLOT: u32 = u32::MAX;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DraftTree {
@@ -163,20 +165,61 @@ impl DraftTree {
         blocked: T,
         out: &mut Vec<T>,
     ) {
+        self.fill_mask(None, prefix_len, window, open, blocked, out);
+    }
+
+    /// [`additive_mask`](Self::additive_mask) after a cache whose slots are not all live:
+    /// `slots[k]` is the position of the token cached in slot `k`, or [`DEAD_SLOT`] for a
+    /// rejected draft left in place (masked out, never seen again). The live slots hold
+    /// positions `0..live` (the tree's root then sits at `live`).
+    pub fn additive_mask_slots<T: Copy>(
+        &self,
+        slots: &[u32],
+        window: Option<usize>,
+        open: T,
+        blocked: T,
+        out: &mut Vec<T>,
+    ) {
+        self.fill_mask(Some(slots), slots.len(), window, open, blocked, out);
+    }
+
+    fn fill_mask<T: Copy>(
+        &self,
+        slots: Option<&[u32]>,
+        prefix_len: usize,
+        window: Option<usize>,
+        open: T,
+        blocked: T,
+        out: &mut Vec<T>,
+    ) {
         let n = self.len();
         let width = prefix_len + n;
+        let base = match slots {
+            Some(s) => s.iter().filter(|&&p| p != DEAD_SLOT).count(),
+            None => prefix_len,
+        };
         out.clear();
         out.resize(n * width, blocked);
         for i in 0..n {
             let (before, rest) = out.split_at_mut(i * width);
             let row = &mut rest[..width];
             let depth = self.depths[i] as usize;
-            // Prefix keys at positions 0..prefix_len; the query sits at prefix_len + depth.
-            let first_visible = match window {
-                Some(w) => (prefix_len + depth + 1).saturating_sub(w),
-                None => 0,
-            };
-            row[first_visible.min(prefix_len)..prefix_len].fill(open);
+            // The query sits at position base + depth; it sees a prefix key at position k
+            // unless the window has passed it (k + window <= query).
+            let q = base + depth;
+            match slots {
+                None => {
+                    let first_visible = window.map_or(0, |w| (q + 1).saturating_sub(w));
+                    row[first_visible.min(prefix_len)..prefix_len].fill(open);
+                }
+                Some(slots) => {
+                    for (cell, &p) in row[..prefix_len].iter_mut().zip(slots) {
+                        if p != DEAD_SLOT && window.is_none_or(|w| p as usize + w > q) {
+                            *cell = open;
+                        }
+                    }
+                }
+            }
             // Tree keys: the parent's row (complete already: parents precede children, and a
             // key the window hides from the parent is hidden from its deeper child too), then
             // the node itself.
@@ -573,6 +616,43 @@ mod tests {
         }
         // The early stop does happen (else the test would check nothing).
         assert!(shorter > 100, "{shorter}");
+    }
+
+    /// With dead slots in the cache the mask is the one over the live slots alone, with the
+    /// dead columns blocked.
+    #[test]
+    fn mask_over_dead_slots_is_the_mask_over_the_live_ones() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+        let (mut got, mut want) = (Vec::new(), Vec::new());
+        for n in 1..20 {
+            let t = random_tree(&mut rng, n, 50);
+            let live = rng.random_range(0..25);
+            let mut slots: Vec<u32> = (0..live as u32).collect();
+            for _ in 0..rng.random_range(0..15) {
+                let at = rng.random_range(0..=slots.len());
+                slots.insert(at, DEAD_SLOT);
+            }
+            for window in [None, Some(1), Some(3), Some(9)] {
+                t.additive_mask_slots(&slots, window, 0u8, 1u8, &mut got);
+                t.additive_mask(live, window, 0u8, 1u8, &mut want);
+                let (w_got, w_want) = (slots.len() + n, live + n);
+                for i in 0..n {
+                    let row = &got[i * w_got..(i + 1) * w_got];
+                    let live_cols: Vec<u8> = row[..slots.len()]
+                        .iter()
+                        .zip(&slots)
+                        .filter(|(_, &p)| p != DEAD_SLOT)
+                        .map(|(&c, _)| c)
+                        .chain(row[slots.len()..].iter().copied())
+                        .collect();
+                    assert_eq!(live_cols, want[i * w_want..(i + 1) * w_want]);
+                    for (&c, &p) in row.iter().zip(&slots) {
+                        assert!(p != DEAD_SLOT || c == 1);
+                    }
+                }
+            }
+        }
     }
 
     #[test]
