@@ -147,6 +147,77 @@ def test_tree_forward_and_cache_compaction_match_naive_recomputation(
             torch.testing.assert_close(after, model(seq[None]).logits[0, -1], rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16", "float16"])
+def test_rust_built_inputs_equal_the_python_construction(dtype: str) -> None:
+    """The ids, positions and additive mask Rust builds for a step (the CPU path) equal the
+    torch construction (`tree_mask`, used on GPUs and checked against naive recomputation
+    above), bit for bit, for random trees, prefix lengths and sliding windows; the drafting
+    variant returns the tree `draft` builds."""
+    torch_dtype = getattr(torch, dtype)
+    rng = np.random.default_rng(5)
+    s = Speculator(64, [("recycling", 1.0)])
+    fill = float(torch.finfo(torch_dtype).min)
+    for _ in range(60):
+        _, parents = _random_tree(rng, int(rng.integers(1, 20)), 64)
+        tokens = rng.permutation(64)[: len(parents)]  # siblings must be distinct
+        anc, depths = _ancestors(parents)
+        plen = int(rng.integers(0, 30))
+        window = [None, 1, 2, 3, 5, 40][int(rng.integers(0, 6))]
+        info = sp._model.ModelInfo(64, torch_dtype, torch.device("cpu"), window)
+        s.set_tree(tokens, parents)
+        ids, pos, mask, expected = s.tree_inputs(
+            prefix_len=plen, window=window, fill=fill, float64=dtype == "float64"
+        )
+        assert ids.shape == pos.shape == (1, len(tokens))
+        np.testing.assert_array_equal(ids[0], tokens)
+        np.testing.assert_array_equal(pos[0], plen + depths)
+        assert expected == len(tokens) - 1  # `set_tree` scores every draft 1
+        if len(tokens) == 1 and window is None:
+            assert mask is None
+            continue
+        got = torch.from_numpy(mask).to(torch_dtype)
+        assert got.dtype == torch_dtype
+        assert torch.equal(got, tree_mask(anc, depths, plen, info)), (tokens, parents, window)
+    with pytest.raises(ValueError, match="window"):
+        s.tree_inputs(prefix_len=3, window=0, fill=-1.0)
+    d = Speculator(64, [("lookup", 1.0), ("trigram", 1.0)])
+    d.start(np.array([1, 2, 3, 1, 2, 4, 1, 2, 3, 1, 2], dtype=np.int64))
+    tokens, _, depths, anc, scores = d.draft(12)
+    ids, pos, mask, expected = d.draft_inputs(12, fill=-1.0)  # 10 cached prompt tokens
+    np.testing.assert_array_equal(ids[0], tokens)
+    np.testing.assert_array_equal(pos[0], 10 + depths)
+    np.testing.assert_array_equal(mask[0, 0, :, 10:] == 0, anc)
+    assert expected == pytest.approx(float(scores[1:].sum(dtype=np.float64)))
+    with pytest.raises(ValueError, match="costs"):
+        d.draft_inputs(12, np.array([1.0, -1.0]), fill=-1.0)
+
+
+@pytest.mark.parametrize(
+    "nodes",
+    [[0], [0, 1], [0, 1, 2, 3, 4, 5], [0, 2], [0, 1, 3], [0, 3, 4, 5], [0, 1, 2, 5], []],
+)
+def test_cache_compaction_equals_a_naive_gather(nodes: list[int]) -> None:
+    """Compaction keeps the prefix and the accepted nodes in path order, in every layer: checked
+    against a naive gather of the original tensors for plain steps, whole trees (nothing to
+    do), accepted prefixes of the node order, paths that leave it, and dropping the tree."""
+    g = torch.Generator().manual_seed(len(nodes))
+    for n in {max(nodes, default=0) + 1, 6} if nodes else {6}:
+        cache = transformers.DynamicCache()
+        plen = 7
+        originals = []
+        for layer in range(3):
+            k = torch.randn(1, 2, plen + n, 4, generator=g)
+            v = torch.randn(1, 2, plen + n, 4, generator=g)
+            cache.update(k.clone(), v.clone(), layer)
+            originals.append((k, v))
+        compact_cache(cache, plen, nodes)
+        keep = list(range(plen)) + [plen + i for i in nodes]
+        assert cache.get_seq_length() == len(keep)
+        for layer, (k, v) in zip(cache.layers, originals, strict=True):
+            assert torch.equal(layer.keys, k[:, :, keep])
+            assert torch.equal(layer.values, v[:, :, keep])
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_greedy_is_identical_to_generate(arch: str) -> None:
     """Token for token equal to `model.generate(do_sample=False)` over many prompts, every
@@ -167,6 +238,63 @@ def test_greedy_is_identical_to_generate(arch: str) -> None:
             assert r.stats.new_tokens == 30
             hits += sum(a > 1 for a in r.stats.accepted)
     assert hits > 0  # drafts were accepted, so verification paths beyond the root ran
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("max_dead", [0.0, 0.5, 100.0])
+def test_dead_cache_slots_keep_greedy_exact(arch: str, max_dead: float, monkeypatch: Any) -> None:
+    """Rejected drafts left in the KV cache (masked out by position and liveness, a sliding
+    window included) until they exceed `max_dead` of it: gathered away after every step that
+    leaves any (0), now and then (0.5), or never (100). Output stays `model.generate`'s; the
+    layout Rust tracks matches the cache's length."""
+    monkeypatch.setattr(sp, "_MAX_DEAD", max_dead)
+    model = _model(arch, sliding_window=6 if arch == "mistral" else None)
+    rng = np.random.default_rng(2)
+    dead_steps = 0
+    gathers: list[int] = []
+    real_gather = sp.gather_cache
+
+    def counting(cache: Any, slots: Any) -> None:
+        gathers.append(len(slots))
+        real_gather(cache, slots)
+
+    monkeypatch.setattr(sp, "gather_cache", counting)
+    for trial in range(4):
+        base = rng.integers(0, 64, 5)
+        prompt = torch.from_numpy(np.concatenate([base, base, base[:2]]))[None]
+        ref = _reference(model, prompt, 40, min_new_tokens=40, do_sample=False)
+        d = sp.Drafter(64, "all")
+        r = sp.generate(model, prompt, max_new_tokens=40, drafter=d, tree_budget=10)
+        assert torch.equal(r.sequences, ref), trial
+        dead_steps += sum(
+            t - a - 1 for t, a in zip(r.stats.tree_sizes, r.stats.drafts_accepted, strict=True)
+        )
+    assert dead_steps > 0  # some drafts were rejected, so dead slots existed
+    assert (len(gathers) > 0) == (max_dead < 1)
+
+
+def test_speculator_settle_rejects_what_is_not_a_root_path() -> None:
+    s = Speculator(16, [("lookup", 1.0)])
+    s.start(np.array([1, 2, 1, 2, 1], dtype=np.int64))
+    with pytest.raises(ValueError, match="draft"):
+        s.settle([0], 0.5)
+    s.set_tree(np.array([1, 2, 3], dtype=np.int64), np.array([-1, 0, 0], dtype=np.int64))
+    for bad in ([], [1], [0, 1, 2], [0, 7]):
+        with pytest.raises(ValueError, match="path"):
+            s.settle(bad, 0.5)
+    ids, pos, mask, _ = s.tree_inputs(prefix_len=4, fill=-1.0)
+    # 4 prompt slots; then node 2 is rejected: 1 dead slot of 7, under half.
+    assert s.settle([0, 1], 0.5) is None
+    ids, pos, mask, _ = s.draft_inputs(0, fill=-1.0)
+    np.testing.assert_array_equal(pos, [[6]])
+    np.testing.assert_array_equal(mask, [[[[0, 0, 0, 0, 0, 0, -1, 0]]]])  # dead slot masked
+    # The same tree again, node 1 rejected: 2 dead of 10, over a tenth: the live slots.
+    s.set_tree(np.array([1, 2, 3], dtype=np.int64), np.array([-1, 0, 0], dtype=np.int64))
+    live = s.settle([0, 2], 0.1)
+    np.testing.assert_array_equal(live, [0, 1, 2, 3, 4, 5, 7, 9])
+    ids, pos, mask, _ = s.draft_inputs(0, fill=-1.0)
+    np.testing.assert_array_equal(pos, [[8]])
+    assert mask is None and ids.shape == (1, 1)
 
 
 def test_static_tree_and_auto_budget_are_exact() -> None:

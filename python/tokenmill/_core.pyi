@@ -256,6 +256,35 @@ class Speculator:
         npt.NDArray[np.bool_],
         npt.NDArray[np.float32],
     ]: ...
+    def draft_inputs(
+        self,
+        budget: int,
+        costs: npt.NDArray[np.float64] | None = None,
+        gain: float = 1.0,
+        *,
+        window: int | None = None,
+        fill: float,
+        float64: bool = False,
+    ) -> tuple[
+        npt.NDArray[np.int64],
+        npt.NDArray[np.int64],
+        npt.NDArray[np.float32] | npt.NDArray[np.float64] | None,
+        float,
+    ]: ...
+    def settle(self, nodes: Sequence[int], max_dead: float) -> npt.NDArray[np.int64] | None: ...
+    def tree_inputs(
+        self,
+        *,
+        prefix_len: int,
+        window: int | None = None,
+        fill: float,
+        float64: bool = False,
+    ) -> tuple[
+        npt.NDArray[np.int64],
+        npt.NDArray[np.int64],
+        npt.NDArray[np.float32] | npt.NDArray[np.float64] | None,
+        float,
+    ]: ...
     def update_adjacency(
         self, ids: npt.NDArray[np.int64], probs: npt.NDArray[np.float32]
     ) -> None: ...

@@ -30,6 +30,7 @@ from tokenmill.speculative._model import (
     ModelInfo,
     UnsupportedModelError,
     compact_cache,
+    gather_cache,
     inspect_model,
     tree_mask,
 )
@@ -51,6 +52,11 @@ DRAFTERS = ("recycling", "lookup", "trigram")
 _TORCH_REDUCTIONS = False
 #: Largest tree the automatic budget considers.
 AUTO_MAX_NODES = 64
+#: On the CPU, rejected drafts stay in the KV cache (masked out) until they exceed this
+#: fraction of it. Cutting them out every step took one to four tensor operations per layer
+#: (2-10 us each on the CPU, i.e. up to 1-2% of a small model's forward), while a few dead keys
+#: cost the attention almost nothing; one gather then drops them all.
+_MAX_DEAD = 0.25
 
 
 class Drafter:
@@ -306,6 +312,14 @@ def generate(
     stats = Stats()
     device = info.device
     host = device.type == "cpu" and not _TORCH_REDUCTIONS
+    # On the CPU, Rust builds the forward's inputs (ids, positions, additive mask over the
+    # cache's live slots) into arrays torch wraps without a copy. float16/bfloat16 masks are built in float32 with the dtype's
+    # own minimum (exactly representable) and converted. On a GPU the mask is built there from
+    # the small ancestor matrix instead (a (n, prefix + n) mask crossing the bus every step
+    # would grow with the context).
+    mask_fill = float(torch.finfo(info.dtype).min)
+    mask_f64 = info.dtype == torch.float64
+    mask_cast = info.dtype not in (torch.float32, torch.float64)
     prompt_t = torch.tensor([prompt], dtype=torch.long)
     if streamer is not None:
         streamer.put(prompt_t)
@@ -324,16 +338,35 @@ def generate(
             t0 = time.perf_counter()
             # Tree positions stay within the trained positions (learned ones cannot go beyond).
             step_budget = budget if not max_pos else min(budget, max(0, max_pos - 1 - prefix_len))
-            tokens, _parents, depths, ancestors, scores = spec.draft(step_budget, costs, gain)
-            t1 = time.perf_counter()
-            n = len(tokens)
-            ids = torch.from_numpy(tokens)[None].to(device)
-            pos = torch.from_numpy(prefix_len + depths)[None].to(device)
-            mask = (
-                None
-                if n == 1 and info.window is None
-                else tree_mask(ancestors, depths, prefix_len, info)
-            )
+            mask: Any
+            if host:
+                ids_a, pos_a, mask_a, expected = spec.draft_inputs(
+                    step_budget,
+                    costs,
+                    gain,
+                    window=info.window,
+                    fill=mask_fill,
+                    float64=mask_f64,
+                )
+                t1 = time.perf_counter()
+                n = ids_a.shape[1]
+                ids = torch.from_numpy(ids_a)
+                pos = torch.from_numpy(pos_a)
+                mask = None if mask_a is None else torch.from_numpy(mask_a)
+                if mask_cast and mask is not None:
+                    mask = mask.to(info.dtype)
+            else:
+                tokens, _parents, depths, ancestors, scores = spec.draft(step_budget, costs, gain)
+                t1 = time.perf_counter()
+                n = len(tokens)
+                expected = float(scores[1:].sum(dtype=np.float64))
+                ids = torch.from_numpy(tokens)[None].to(device)
+                pos = torch.from_numpy(prefix_len + depths)[None].to(device)
+                mask = (
+                    None
+                    if n == 1 and info.window is None
+                    else tree_mask(ancestors, depths, prefix_len, info)
+                )
             t2 = time.perf_counter()
             out = model(
                 input_ids=ids,
@@ -382,7 +415,6 @@ def generate(
                 t6 = t7 = t5
             if n > 1:
                 # Calibrate the scores: accepted drafts over expected drafts, smoothed.
-                expected = float(scores[1:].sum())
                 if expected > 0:
                     ratio = (len(nodes) - 1) / expected
                     gain = min(2.0, max(0.05, 0.9 * gain + 0.1 * ratio))
@@ -399,7 +431,14 @@ def generate(
                     break
             if len(new) + len(step_tokens) >= max_new_tokens:
                 done = True
-            compact_cache(cache, prefix_len, nodes)
+            if host:
+                # Rejected drafts stay in the cache, masked out (Rust keeps the layout), until
+                # they are a sizeable part of it; then one gather per tensor drops them all.
+                live = spec.settle(nodes, _MAX_DEAD)
+                if live is not None:
+                    gather_cache(cache, torch.from_numpy(live))
+            else:
+                compact_cache(cache, prefix_len, nodes)
             prefix_len += len(nodes)
             spec.accept(step_tokens)
             new.extend(step_tokens)

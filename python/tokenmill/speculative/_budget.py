@@ -28,12 +28,16 @@ _CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], np.ndarray]] = (
     weakref.WeakKeyDictionary()
 )
 
-#: Tree sizes at which the curve is measured; in between it is interpolated linearly.
-_POINTS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 80, 96, 128)
+#: Tree sizes at which the curve is measured; in between it is interpolated linearly. Every
+#: size up to 16: on the CPU the cost of small sizes is not smooth (with MKL on this project's
+#: AMD machine a matrix product over 3 rows cost more than over 4, over 5-7 more than over 8),
+#: and small trees are where Token Recycling's budget lands.
+_POINTS = (*range(1, 17), 20, 24, 32, 40, 48, 56, 64, 80, 96, 128)
 
 #: Version of what a saved curve measures; bumped when the measurement changes (2, 3: the
-#: verification work is the Rust pass over the logits on the CPU; the least time of rounds).
-_FORMAT = 3
+#: verification work is the Rust pass over the logits on the CPU; the least time of rounds;
+#: 4: every size up to 16, and the cost of n is that of the cheapest size >= n).
+_FORMAT = 4
 
 #: Environment variable naming the directory of saved cost curves.
 CACHE_ENV = "TOKENMILL_SPECULATIVE_DIR"
@@ -165,7 +169,7 @@ def measure_cost_curve(
 ) -> np.ndarray:
     """`costs[n - 1]`: seconds (the least of `repeats` rounds) of a forward over an n-node
     chain after `prefix_len` cached tokens plus the verification work on its logits, for
-    n = 1..max_nodes. Cached per
+    n = 1..max_nodes, or of a larger such forward when that is cheaper. Cached per
     model, device, dtype and threads in memory and, with `persist`, on disk under `cache_dir()`
     (keyed by the model's configuration, device, dtype, threads and library versions)."""
     per_model = _CACHE.setdefault(model, {})
@@ -255,6 +259,11 @@ def _measure(
                 if r > 0:  # the first round warms caches and allocators up
                     samples[i].append(time.perf_counter() - t0)
                 compact_cache(cache, prefix_len, [])
-    times = [min(s) for s in samples]
-    # Costs cannot decrease with n; measurement noise can make them look so.
-    return np.interp(np.arange(1, max_nodes + 1), points, np.maximum.accumulate(times))
+    times = np.array([min(s) for s in samples])
+    # The cost of n nodes is that of the cheapest forward over at least n: when a larger
+    # forward is cheaper (the matrix kernels' blocking, or noise), the budget grows the tree to
+    # it, since drafts at equal cost only add expected tokens. (A tree whose drafters run out
+    # of candidates before that size pays the dearer smaller forward; Token Recycling's matrix
+    # offers k candidates per node, so its trees do not.) This keeps the curve non-decreasing.
+    cheapest = np.minimum.accumulate(times[::-1])[::-1]
+    return np.interp(np.arange(1, max_nodes + 1), points, cheapest)

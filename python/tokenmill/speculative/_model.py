@@ -120,19 +120,40 @@ def compact_cache(cache: Any, prefix_len: int, nodes: list[int]) -> None:
 
     keep = len(nodes)
     end = prefix_len + keep
-    if nodes != list(range(keep)):
-        # Only the accepted nodes move: gather them (a few positions) and write them right
-        # after the prefix, rather than gathering the whole prefix into a new tensor every step.
-        # In place is safe: every forward leaves each layer a fresh tensor (`torch.cat` of the
-        # old cache and the new keys), which nothing else refers to; the gather on the right
-        # is materialised before the write.
+    # Accepted nodes already in place: a path's nodes come in increasing order (parents precede
+    # children), so the first `run` of them sit right after the prefix where they belong.
+    run = 0
+    while run < keep and nodes[run] == run:
+        run += 1
+    layers = cache.layers
+    if run == keep and layers and layers[0].keys.shape[2] == end:
+        # Nothing to move or drop (a plain step, or a tree accepted whole): each per-layer
+        # operation below is a dispatch of microseconds, and the plain step is the common one.
+        return
+    if run < keep:
+        # Only the accepted nodes out of place move: gather them (a few positions) and write
+        # them right after the in-place ones, rather than gathering the whole prefix into a new
+        # tensor every step. In place is safe: every forward leaves each layer a fresh tensor
+        # (`torch.cat` of the old cache and the new keys), which nothing else refers to; the
+        # gather on the right is materialised before the write.
         src = torch.tensor(
-            [prefix_len + i for i in nodes], dtype=torch.long, device=cache.layers[0].keys.device
+            [prefix_len + i for i in nodes[run:]], dtype=torch.long, device=layers[0].keys.device
         )
-        for layer in cache.layers:
-            layer.keys[:, :, prefix_len:end] = layer.keys.index_select(2, src)
-            layer.values[:, :, prefix_len:end] = layer.values.index_select(2, src)
-    # Then a slice. (Not `cache.crop`, whose argument changed meaning within transformers 5.x.)
+        start = prefix_len + run
+        for layer in layers:
+            layer.keys[:, :, start:end] = layer.keys.index_select(2, src)
+            layer.values[:, :, start:end] = layer.values.index_select(2, src)
+    # Then a view of the first `end` positions. (Not `cache.crop`, whose argument changed
+    # meaning within transformers 5.x.)
+    for layer in layers:
+        layer.keys = layer.keys.narrow(2, 0, end)
+        layer.values = layer.values.narrow(2, 0, end)
+
+
+def gather_cache(cache: Any, slots: Any) -> None:
+    """Keeps the cache positions `slots` (a 1D int64 tensor, in order) in every layer: one
+    gather per tensor."""
+    slots = slots.to(cache.layers[0].keys.device)
     for layer in cache.layers:
-        layer.keys = layer.keys[:, :, :end]
-        layer.values = layer.values[:, :, :end]
+        layer.keys = layer.keys.index_select(2, slots)
+        layer.values = layer.values.index_select(2, slots)

@@ -4,9 +4,10 @@
 
 use std::sync::Mutex;
 
-use numpy::ndarray::Array2;
+use numpy::ndarray::{Array2, Array4};
 use numpy::{
-    PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods, ToPyArray,
+    IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArray,
+    PyUntypedArrayMethods, ToPyArray,
 };
 use pyo3::prelude::*;
 use tokenmill_core::speculative::{self as core, DrafterKind, Verified};
@@ -35,6 +36,107 @@ type Tree<'py> = (
 );
 
 type AdjacencyArrays<'py> = (Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<f32>>);
+
+/// A forward's inputs: input ids (1, n), position ids (1, n), the additive mask
+/// (1, 1, n, prefix_len + n) in float32 or float64 (None when plain causal attention serves),
+/// and the sum of the drafts' scores (the expected number of accepted drafts).
+type ForwardInputs<'py> = (
+    Bound<'py, PyArray2<i64>>,
+    Bound<'py, PyArray2<i64>>,
+    Option<Bound<'py, PyUntypedArray>>,
+    f64,
+);
+
+enum Mask {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+/// What `forward_inputs` computes without the GIL: ids, positions, the mask buffer, the drafts'
+/// expected acceptance. No mask for a lone root without a window: one query at the end of the
+/// sequence is what plain causal attention computes.
+/// After a cache of `prefix_len` live slots, or of `slots` (see `Speculator::settle`).
+fn inputs_of(
+    tree: &core::DraftTree,
+    prefix: Result<&[u32], usize>,
+    window: Option<usize>,
+    fill: f64,
+    float64: bool,
+) -> (Vec<i64>, Vec<i64>, Option<Mask>, f64) {
+    let (live, dead) = match prefix {
+        Ok(slots) => {
+            let live = slots
+                .iter()
+                .filter(|&&p| p != core::tree::DEAD_SLOT)
+                .count();
+            (live, slots.len() - live)
+        }
+        Err(prefix_len) => (prefix_len, 0),
+    };
+    let ids = tree.tokens.iter().map(|&x| i64::from(x)).collect();
+    let pos = tree
+        .depths
+        .iter()
+        .map(|&d| (live + d as usize) as i64)
+        .collect();
+    fn build<T: Copy>(
+        tree: &core::DraftTree,
+        prefix: Result<&[u32], usize>,
+        window: Option<usize>,
+        blocked: T,
+        zero: T,
+    ) -> Vec<T> {
+        let mut m = Vec::new();
+        match prefix {
+            Ok(slots) => tree.additive_mask_slots(slots, window, zero, blocked, &mut m),
+            Err(len) => tree.additive_mask(len, window, zero, blocked, &mut m),
+        }
+        m
+    }
+    let mask = if tree.len() == 1 && window.is_none() && dead == 0 {
+        None
+    } else if float64 {
+        Some(Mask::F64(build(tree, prefix, window, fill, 0.0)))
+    } else {
+        Some(Mask::F32(build(tree, prefix, window, fill as f32, 0.0)))
+    };
+    let expected = tree.expected_tokens(tree.len()) - 1.0;
+    (ids, pos, mask, expected)
+}
+
+fn inputs_to_py<'py>(
+    py: Python<'py>,
+    (ids, pos, mask, expected): (Vec<i64>, Vec<i64>, Option<Mask>, f64),
+    prefix_len: usize,
+) -> PyResult<ForwardInputs<'py>> {
+    // `prefix_len`: cache slots, live or dead (the mask's key columns before the tree's).
+    let n = ids.len();
+    let shape_err = |e: numpy::ndarray::ShapeError| {
+        errors::to_py(Error::InvalidArgument(format!("forward inputs: {e}")))
+    };
+    // The vectors become the arrays' buffers (no copy); torch.from_numpy then shares them.
+    let ids = Array2::from_shape_vec((1, n), ids).map_err(shape_err)?;
+    let pos = Array2::from_shape_vec((1, n), pos).map_err(shape_err)?;
+    let shape = (1, 1, n, prefix_len + n);
+    let mask = match mask {
+        None => None,
+        Some(Mask::F32(m)) => Some(
+            Array4::from_shape_vec(shape, m)
+                .map_err(shape_err)?
+                .into_pyarray(py)
+                .into_any()
+                .cast_into::<PyUntypedArray>()?,
+        ),
+        Some(Mask::F64(m)) => Some(
+            Array4::from_shape_vec(shape, m)
+                .map_err(shape_err)?
+                .into_pyarray(py)
+                .into_any()
+                .cast_into::<PyUntypedArray>()?,
+        ),
+    };
+    Ok((ids.into_pyarray(py), pos.into_pyarray(py), mask, expected))
+}
 
 fn verified(v: &Verified, tree: &core::DraftTree) -> (Vec<usize>, Vec<Rank>) {
     (v.nodes.clone(), v.new_tokens(tree))
@@ -65,6 +167,15 @@ where
         Ok(r) => r.map_err(errors::to_py),
         Err(panic) => Err(errors::internal(panic)),
     }
+}
+
+fn check_window(window: Option<usize>) -> PyResult<()> {
+    if window == Some(0) {
+        return Err(errors::to_py(Error::InvalidArgument(
+            "a sliding window must be at least 1".into(),
+        )));
+    }
+    Ok(())
 }
 
 /// Drafting and verification state of one decoding session (plus the adjacency matrix and
@@ -180,6 +291,77 @@ impl Speculator {
             mask.to_pyarray(py),
             PyArray1::from_vec(py, scores),
         ))
+    }
+
+    /// Drafts this step's tree (as `draft`) and returns what its forward after the session's
+    /// cache (see `settle`; `start` counts the prompt but its last token) takes: (input ids
+    /// (1, n), position ids (1, n): the live cache length plus the depth, the additive mask
+    /// (1, 1, n, cache slots + n) holding 0 where a node may attend and `fill` elsewhere,
+    /// float64 if `float64` else float32 (None when plain causal attention serves: a lone root,
+    /// no window, no dead slots), the sum of the drafts' scores).
+    #[pyo3(signature = (budget, costs=None, gain=1.0, *, window=None, fill, float64=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn draft_inputs<'py>(
+        &self,
+        py: Python<'py>,
+        budget: usize,
+        costs: Option<PyReadonlyArray1<'py, f64>>,
+        gain: f64,
+        window: Option<usize>,
+        fill: f64,
+        float64: bool,
+    ) -> PyResult<ForwardInputs<'py>> {
+        check_window(window)?;
+        let costs: Option<Vec<f64>> = costs.map(|c| c.as_array().to_vec());
+        let mut guard = self.lock()?;
+        let s = &mut *guard;
+        let (parts, slots) = crate::run(py, || {
+            s.draft(budget, costs.as_deref(), gain)?;
+            let t = s.tree().expect("drafted");
+            Ok((
+                inputs_of(t, Ok(s.slots()), window, fill, float64),
+                s.slots().len(),
+            ))
+        })?;
+        inputs_to_py(py, parts, slots)
+    }
+
+    /// Records the forward of the current tree in the session's cache layout, `nodes` (the
+    /// accepted path) kept and the rest left in the cache but masked out; returns None, or,
+    /// once dead slots exceed the fraction `max_dead` of the cache, the live slots (int64) to
+    /// gather every layer to.
+    fn settle<'py>(
+        &self,
+        py: Python<'py>,
+        nodes: Vec<usize>,
+        max_dead: f64,
+    ) -> PyResult<Option<Bound<'py, PyArray1<i64>>>> {
+        let live = self
+            .lock()?
+            .settle(&nodes, max_dead)
+            .map_err(errors::to_py)?;
+        Ok(live.map(|v| PyArray1::from_vec(py, v.into_iter().map(|k| k as i64).collect())))
+    }
+
+    /// `draft_inputs` for the current tree (set by `set_tree` or the last draft).
+    #[pyo3(signature = (*, prefix_len, window=None, fill, float64=false))]
+    fn tree_inputs<'py>(
+        &self,
+        py: Python<'py>,
+        prefix_len: usize,
+        window: Option<usize>,
+        fill: f64,
+        float64: bool,
+    ) -> PyResult<ForwardInputs<'py>> {
+        check_window(window)?;
+        let guard = self.lock()?;
+        let tree = guard.tree().ok_or_else(|| {
+            errors::to_py(Error::InvalidArgument(
+                "no draft tree: call draft() first".into(),
+            ))
+        })?;
+        let parts = inputs_of(tree, Err(prefix_len), window, fill, float64);
+        inputs_to_py(py, parts, prefix_len)
     }
 
     /// Sets the current tree from `tokens` and `parents` (root first, its parent ignored; every

@@ -7,7 +7,9 @@ use crate::Rank;
 
 use super::drafters::{Adjacency, Propose, SuffixIndex, Trigram};
 use super::logits;
-use super::tree::{build_dynamic, build_static, default_template, DraftTree, TreeLimits};
+use super::tree::{
+    build_dynamic, build_static, default_template, DraftTree, TreeLimits, DEAD_SLOT,
+};
 use super::verify::{self, Verified};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +46,10 @@ pub struct Speculator {
     suffix: SuffixIndex,
     trigram: Trigram,
     tree: Option<DraftTree>,
+    /// The target's KV cache as the session leaves it: the position of the token in each slot,
+    /// `DEAD_SLOT` for rejected drafts left in place (see `settle`).
+    slots: Vec<u32>,
+    dead: usize,
 }
 
 impl Speculator {
@@ -92,6 +98,8 @@ impl Speculator {
             suffix: SuffixIndex::new(1, max_ngram)?,
             trigram: Trigram::new(k)?,
             tree: None,
+            slots: Vec::new(),
+            dead: 0,
         })
     }
 
@@ -145,7 +153,59 @@ impl Speculator {
         self.suffix.extend(prompt);
         self.trigram.observe(&[], prompt);
         self.tree = None;
+        // The prefill caches every prompt token but the last (the first root).
+        self.slots = (0..prompt.len() as u32 - 1).collect();
+        self.dead = 0;
         Ok(())
+    }
+
+    /// The cache layout: `slots()[k]` is the position of the token in cache slot `k`, or
+    /// `DEAD_SLOT`.
+    pub fn slots(&self) -> &[u32] {
+        &self.slots
+    }
+
+    /// Whether the cache holds rejected drafts (then every forward needs a mask).
+    pub fn has_dead_slots(&self) -> bool {
+        self.dead > 0
+    }
+
+    /// Records the current tree's forward: its nodes were appended to the cache, and `nodes` (a
+    /// path from the root, as verification returns it) were accepted. Their slots take the
+    /// next positions; the others stay in the cache, dead (masked out of every later forward)
+    /// instead of being cut out of every layer every step, which cost more than the forward's
+    /// attention over a few extra keys. Once dead slots exceed `max_dead` (a fraction of the
+    /// cache), returns the live slots, in order, to gather every layer's cache to; the layout
+    /// is then compact again.
+    pub fn settle(&mut self, nodes: &[usize], max_dead: f64) -> Result<Option<Vec<usize>>> {
+        let tree = self.current()?;
+        let is_path = nodes.first() == Some(&0)
+            && nodes.len() <= tree.len()
+            && nodes.iter().all(|&i| i < tree.len())
+            && nodes.windows(2).all(|w| tree.parents[w[1]] == w[0]);
+        if !is_path {
+            return Err(Error::InvalidArgument(format!(
+                "accepted nodes {nodes:?} are not a path from the root of the current tree"
+            )));
+        }
+        let n = tree.len();
+        let base = (self.slots.len() - self.dead) as u32;
+        let start = self.slots.len();
+        self.slots.resize(start + n, DEAD_SLOT);
+        // A path's nodes come in increasing order, and each is one deeper than the last.
+        for (i, &node) in nodes.iter().enumerate() {
+            self.slots[start + node] = base + i as u32;
+        }
+        self.dead += n - nodes.len();
+        if self.dead == 0 || (self.dead as f64) <= max_dead * self.slots.len() as f64 {
+            return Ok(None);
+        }
+        let live: Vec<usize> = (0..self.slots.len())
+            .filter(|&k| self.slots[k] != DEAD_SLOT)
+            .collect();
+        self.slots = (0..live.len() as u32).collect();
+        self.dead = 0;
+        Ok(Some(live))
     }
 
     /// Appends the tokens a step produced.
@@ -165,6 +225,15 @@ impl Speculator {
                 "no context: call start(prompt) first".into(),
             ));
         };
+        if let Some(costs) = costs {
+            if costs.is_empty() || costs.iter().any(|c| !(c.is_finite() && *c > 0.0)) {
+                return Err(Error::InvalidArgument(
+                    "forward costs must be positive and finite".into(),
+                ));
+            }
+        }
+        // The early stop's bound holds for a non-negative gain (the calibration keeps it so).
+        let sized = costs.filter(|_| gain.is_finite() && gain >= 0.0);
         let mut tree = if budget == 0 {
             DraftTree::new(root)
         } else if self.static_tree {
@@ -187,14 +256,9 @@ impl Speculator {
                 budget,
                 ..self.limits
             };
-            build_dynamic(ctx, &sources, limits)?
+            build_dynamic(ctx, &sources, limits, sized.map(|c| (c, gain)))?
         };
         if let Some(costs) = costs {
-            if costs.is_empty() || costs.iter().any(|c| !(c.is_finite() && *c > 0.0)) {
-                return Err(Error::InvalidArgument(
-                    "forward costs must be positive and finite".into(),
-                ));
-            }
             let n = tree.best_size(costs, gain);
             tree.truncate(n);
         }
@@ -394,6 +458,70 @@ mod tests {
         }
         assert!(a.verify_greedy_logits(&[0.0; 5]).is_err());
         assert!(a.recycle_logits(&[0.0; 5]).is_err());
+    }
+
+    /// Settling keeps the accepted nodes at consecutive positions, the rest dead, and the
+    /// gather it asks for keeps exactly the live slots; a naive replay of the cache (a list of
+    /// what each slot holds) agrees after every step.
+    #[test]
+    fn settle_tracks_the_cache_layout() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+        let rec = [(DrafterKind::Recycling, 1.0)];
+        let mut s = Speculator::new(50, &rec, 4, 4, 8, 4, false).unwrap();
+        let prompt = [3, 4, 5, 6];
+        s.start(&prompt).unwrap();
+        // What each slot holds: (position, live).
+        let mut naive: Vec<(u32, bool)> = (0..3).map(|p| (p, true)).collect();
+        let mut gathers = 0;
+        for step in 0..300 {
+            let n = rng.random_range(1..10);
+            let mut t = DraftTree::new(7);
+            while t.len() < n {
+                let p = rng.random_range(0..t.len());
+                t.push(p, rng.random_range(0..50), 1.0);
+            }
+            // A random root path.
+            let mut nodes = vec![0];
+            while let Some(&c) = t.children[*nodes.last().unwrap()].first() {
+                if rng.random_bool(0.3) {
+                    break;
+                }
+                nodes.push(c);
+            }
+            s.set_tree(t.clone()).unwrap();
+            let live_before = naive.iter().filter(|x| x.1).count() as u32;
+            let start = naive.len();
+            naive.extend((0..n).map(|_| (0, false)));
+            for (i, &node) in nodes.iter().enumerate() {
+                naive[start + node] = (live_before + i as u32, true);
+            }
+            let max_dead = if step % 50 < 25 { 0.3 } else { 0.0 };
+            match s.settle(&nodes, max_dead).unwrap() {
+                Some(live) => {
+                    gathers += 1;
+                    let want: Vec<usize> = (0..naive.len()).filter(|&k| naive[k].1).collect();
+                    assert_eq!(live, want);
+                    naive = live.iter().map(|&k| naive[k]).collect();
+                }
+                None => assert!(max_dead > 0.0 || naive.iter().all(|x| x.1)),
+            }
+            let want: Vec<u32> = naive
+                .iter()
+                .map(|&(p, l)| if l { p } else { DEAD_SLOT })
+                .collect();
+            assert_eq!(s.slots(), &want[..]);
+            // Live positions are 0, 1, 2, ... in slot order.
+            let live: Vec<u32> = want.into_iter().filter(|&p| p != DEAD_SLOT).collect();
+            assert_eq!(live, (0..live.len() as u32).collect::<Vec<_>>());
+        }
+        assert!(gathers > 20, "{gathers}");
+        let t = DraftTree::from_parents(&[1, 2, 3], &[-1, 0, 0]).unwrap();
+        s.set_tree(t).unwrap();
+        assert!(s.settle(&[0, 2, 1], 0.5).is_err());
+        assert!(s.settle(&[1], 0.5).is_err());
+        assert!(s.settle(&[], 0.5).is_err());
+        assert!(s.settle(&[0, 9], 0.5).is_err());
     }
 
     #[test]

@@ -16,6 +16,8 @@ use crate::Rank;
 use super::drafters::{Adjacency, History, Propose};
 
 pub const NO_PARENT: usize = usize::MAX;
+/// Position of a KV-cache slot that holds a rejected draft (see `Speculator::settle`).
+pub const DEAD_SLOT: u32 = u32::MAX;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DraftTree {
@@ -144,6 +146,99 @@ impl DraftTree {
             }
         }
         m
+    }
+
+    /// The additive attention mask of a forward over the tree after `prefix_len` cached
+    /// positions, row-major `n x (prefix_len + n)` into `out` (resized): `open` where node `i`
+    /// may attend (every prefix position and its own ancestors, itself included), `blocked`
+    /// elsewhere. With a sliding `window`, a query at position `q = prefix_len + depth` sees a
+    /// key at position `k` only if `k > q - window`.
+    ///
+    /// Built here rather than with torch ops in Python: filled straight into the buffer torch
+    /// then wraps without a copy, it replaces an allocation, a conversion and a masked fill per
+    /// step (each a dispatch costing microseconds) with one pass over the array.
+    pub fn additive_mask<T: Copy>(
+        &self,
+        prefix_len: usize,
+        window: Option<usize>,
+        open: T,
+        blocked: T,
+        out: &mut Vec<T>,
+    ) {
+        self.fill_mask(None, prefix_len, window, open, blocked, out);
+    }
+
+    /// [`additive_mask`](Self::additive_mask) after a cache whose slots are not all live:
+    /// `slots[k]` is the position of the token cached in slot `k`, or [`DEAD_SLOT`] for a
+    /// rejected draft left in place (masked out, never seen again). The live slots hold
+    /// positions `0..live` (the tree's root then sits at `live`).
+    pub fn additive_mask_slots<T: Copy>(
+        &self,
+        slots: &[u32],
+        window: Option<usize>,
+        open: T,
+        blocked: T,
+        out: &mut Vec<T>,
+    ) {
+        self.fill_mask(Some(slots), slots.len(), window, open, blocked, out);
+    }
+
+    fn fill_mask<T: Copy>(
+        &self,
+        slots: Option<&[u32]>,
+        prefix_len: usize,
+        window: Option<usize>,
+        open: T,
+        blocked: T,
+        out: &mut Vec<T>,
+    ) {
+        let n = self.len();
+        let width = prefix_len + n;
+        let base = match slots {
+            Some(s) => s.iter().filter(|&&p| p != DEAD_SLOT).count(),
+            None => prefix_len,
+        };
+        out.clear();
+        out.resize(n * width, blocked);
+        for i in 0..n {
+            let (before, rest) = out.split_at_mut(i * width);
+            let row = &mut rest[..width];
+            let depth = self.depths[i] as usize;
+            // The query sits at position base + depth; it sees a prefix key at position k
+            // unless the window has passed it (k + window <= query).
+            let q = base + depth;
+            match slots {
+                None => {
+                    let first_visible = window.map_or(0, |w| (q + 1).saturating_sub(w));
+                    row[first_visible.min(prefix_len)..prefix_len].fill(open);
+                }
+                Some(slots) => {
+                    for (cell, &p) in row[..prefix_len].iter_mut().zip(slots) {
+                        if p != DEAD_SLOT && window.is_none_or(|w| p as usize + w > q) {
+                            *cell = open;
+                        }
+                    }
+                }
+            }
+            // Tree keys: the parent's row (complete already: parents precede children, and a
+            // key the window hides from the parent is hidden from its deeper child too), then
+            // the node itself.
+            let p = self.parents[i];
+            if p != NO_PARENT {
+                let prow = &before[p * width + prefix_len..p * width + prefix_len + i];
+                row[prefix_len..prefix_len + i].copy_from_slice(prow);
+                if let Some(w) = window {
+                    for j in 0..i {
+                        if self.depths[j] as usize + w <= depth {
+                            row[prefix_len + j] = blocked;
+                        }
+                    }
+                }
+            }
+            // A node always sees itself (a window of 0 would leave a row with nothing to
+            // attend to; `ModelInfo` never passes one).
+            row[prefix_len + i] = open;
+        }
     }
 
     /// Expected tokens per step of the first `n` nodes: the bonus token plus the expected number
@@ -277,10 +372,18 @@ pub struct TreeLimits {
 /// node (a token proposed by several drafters gets its best weighted score). Popped scores never
 /// increase, so the node list is sorted by score and every prefix is the best tree of its size
 /// under the scores.
+///
+/// With `sized = Some((costs, gain))` the tree will be cut by [`DraftTree::best_size`] with
+/// these arguments, and building stops as soon as no larger tree can be chosen: a later node's
+/// score is at most the last one's, which bounds the rate any larger size can reach. The
+/// prefix that `best_size` keeps is then exactly what the full build would have kept (the cut
+/// is conservative by a relative 1e-9 against rounding in the bound), without expanding the
+/// dozens of nodes a small CPU budget throws away.
 pub fn build_dynamic(
     context: &[Rank],
     sources: &[(&dyn Propose, f32)],
     limits: TreeLimits,
+    sized: Option<(&[f64], f64)>,
 ) -> Result<DraftTree> {
     let Some(&root) = context.last() else {
         return Err(Error::InvalidArgument(
@@ -329,9 +432,30 @@ pub fn build_dynamic(
             }
         };
     expand(&t, 0, &mut heap, &mut path);
+    // Running state of `best_size` over the nodes so far: the drafts' score sum and the best
+    // rate (at n = 1: the root alone).
+    let mut drafts = 0.0f64;
+    let mut best_rate = sized.map_or(0.0, |(costs, _)| 1.0 / costs[0]);
     while t.len() <= limits.budget {
         let Some(c) = heap.pop() else { break };
         if let Some(node) = t.push(c.parent, c.token, c.score) {
+            if let Some((costs, gain)) = sized {
+                let n = t.len();
+                if n > costs.len() {
+                    break; // `best_size` never looks beyond the curve
+                }
+                let s = f64::from(c.score);
+                drafts += s;
+                best_rate = best_rate.max((1.0 + gain * drafts) / costs[n - 1]);
+                let last = costs.len().min(limits.budget + 1);
+                let can_improve = (n + 1..=last).any(|m| {
+                    let bound = (1.0 + gain * (drafts + (m - n) as f64 * s)) / costs[m - 1];
+                    bound >= best_rate * (1.0 - 1e-9)
+                });
+                if !can_improve {
+                    break;
+                }
+            }
             expand(&t, node, &mut heap, &mut path);
         }
     }
@@ -425,7 +549,7 @@ mod tests {
             max_depth: 3,
             max_children: 4,
         };
-        let t = build_dynamic(&ctx, &sources, limits).unwrap();
+        let t = build_dynamic(&ctx, &sources, limits, None).unwrap();
         assert_eq!(t.len(), 7);
         assert!(t.scores.windows(2).all(|w| w[0] >= w[1]));
         assert!(t.depths.iter().all(|&d| d <= 3));
@@ -437,7 +561,129 @@ mod tests {
             toks.dedup();
             assert_eq!(toks.len(), c.len());
         }
-        assert!(build_dynamic(&[], &sources, limits).is_err());
+        assert!(build_dynamic(&[], &sources, limits, None).is_err());
+    }
+
+    /// Stopping the build once no larger size can pay keeps exactly the prefix that cutting
+    /// the full tree keeps.
+    #[test]
+    fn sized_build_keeps_what_the_full_build_keeps() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+        let vocab = 12;
+        let mut shorter = 0;
+        for _ in 0..400 {
+            let mut adj = Adjacency::new(vocab, 3).unwrap();
+            for tok in 0..vocab as Rank {
+                let ids: Vec<Rank> = (0..3).map(|_| rng.random_range(0..vocab as Rank)).collect();
+                let mut ps: Vec<f32> = (0..3).map(|_| rng.random_range(0.0..1.0)).collect();
+                ps.sort_by(|a, b| b.total_cmp(a));
+                adj.set_row(tok, &ids, &ps).unwrap();
+            }
+            let ctx: Vec<Rank> = (0..30).map(|_| rng.random_range(0..4)).collect();
+            let mut idx = SuffixIndex::new(1, 4).unwrap();
+            idx.extend(&ctx);
+            let mut tri = Trigram::new(3).unwrap();
+            tri.observe(&[], &ctx);
+            let sources: [(&dyn Propose, f32); 3] = [(&adj, 1.0), (&idx, 0.7), (&tri, 1.3)];
+            let limits = TreeLimits {
+                budget: rng.random_range(0..40),
+                max_depth: rng.random_range(1..8),
+                max_children: rng.random_range(1..4),
+            };
+            // Increasing costs of random steepness, sometimes flat stretches, sometimes
+            // shorter than the budget.
+            let len = rng.random_range(1..50);
+            let mut costs = vec![1.0f64];
+            for _ in 1..len {
+                let step = if rng.random_bool(0.3) {
+                    0.0
+                } else {
+                    rng.random_range(0.0..0.4)
+                };
+                costs.push(costs.last().unwrap() + step);
+            }
+            let gain = rng.random_range(0.05..2.0);
+            let mut full = build_dynamic(&ctx, &sources, limits, None).unwrap();
+            let mut sized = build_dynamic(&ctx, &sources, limits, Some((&costs, gain))).unwrap();
+            assert_eq!(full.tokens[..sized.len()], sized.tokens[..]);
+            shorter += usize::from(sized.len() < full.len());
+            let n = full.best_size(&costs, gain);
+            assert_eq!(sized.best_size(&costs, gain), n);
+            full.truncate(n);
+            sized.truncate(n);
+            assert_eq!(full, sized);
+        }
+        // The early stop does happen (else the test would check nothing).
+        assert!(shorter > 100, "{shorter}");
+    }
+
+    /// With dead slots in the cache the mask is the one over the live slots alone, with the
+    /// dead columns blocked.
+    #[test]
+    fn mask_over_dead_slots_is_the_mask_over_the_live_ones() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+        let (mut got, mut want) = (Vec::new(), Vec::new());
+        for n in 1..20 {
+            let t = random_tree(&mut rng, n, 50);
+            let live = rng.random_range(0..25);
+            let mut slots: Vec<u32> = (0..live as u32).collect();
+            for _ in 0..rng.random_range(0..15) {
+                let at = rng.random_range(0..=slots.len());
+                slots.insert(at, DEAD_SLOT);
+            }
+            for window in [None, Some(1), Some(3), Some(9)] {
+                t.additive_mask_slots(&slots, window, 0u8, 1u8, &mut got);
+                t.additive_mask(live, window, 0u8, 1u8, &mut want);
+                let (w_got, w_want) = (slots.len() + n, live + n);
+                for i in 0..n {
+                    let row = &got[i * w_got..(i + 1) * w_got];
+                    let live_cols: Vec<u8> = row[..slots.len()]
+                        .iter()
+                        .zip(&slots)
+                        .filter(|(_, &p)| p != DEAD_SLOT)
+                        .map(|(&c, _)| c)
+                        .chain(row[slots.len()..].iter().copied())
+                        .collect();
+                    assert_eq!(live_cols, want[i * w_want..(i + 1) * w_want]);
+                    for (&c, &p) in row.iter().zip(&slots) {
+                        assert!(p != DEAD_SLOT || c == 1);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn additive_mask_matches_a_naive_recomputation() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut out = Vec::new();
+        for n in 1..30 {
+            let t = random_tree(&mut rng, n, 50);
+            let anc = t.ancestor_mask();
+            let prefix_len = rng.random_range(0..20);
+            for window in [None, Some(1), Some(2), Some(3), Some(7), Some(100)] {
+                t.additive_mask(prefix_len, window, 0i8, 1i8, &mut out);
+                let width = prefix_len + n;
+                assert_eq!(out.len(), n * width);
+                for i in 0..n {
+                    let q = prefix_len + t.depths[i] as usize;
+                    for k in 0..width {
+                        let (pos, visible) = if k < prefix_len {
+                            (k, true)
+                        } else {
+                            let j = k - prefix_len;
+                            (prefix_len + t.depths[j] as usize, anc[i * n + j])
+                        };
+                        let in_window = window.is_none_or(|w| pos + w > q);
+                        let want = if visible && in_window { 0 } else { 1 };
+                        assert_eq!(out[i * width + k], want, "n {n} window {window:?} {i} {k}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
