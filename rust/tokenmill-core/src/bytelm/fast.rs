@@ -159,10 +159,69 @@ const QUICK_PROBES: usize = 1 + super::canon::NEUTRAL.len();
 pub(super) fn decided_by_key(head: &[u8], key: &[u8]) -> bool {
     let k = String::from_utf8_lossy(key);
     let ends_closed = k.chars().last().is_some_and(|c| !c.is_whitespace());
+    ends_closed && !k.contains('\'') && !apostrophe_near(head)
+}
+
+/// Is an apostrophe among the last two characters of `head` (a contraction that starts there
+/// can take the characters after it)?
+pub(super) fn apostrophe_near(head: &[u8]) -> bool {
     let near = &head[head.len().saturating_sub(8)..];
-    let head_tail = String::from_utf8_lossy(near);
-    let no_apostrophe_near = !head_tail.chars().rev().take(2).any(|c| c == '\'');
-    ends_closed && !k.contains('\'') && no_apostrophe_near
+    String::from_utf8_lossy(near)
+        .chars()
+        .rev()
+        .take(2)
+        .any(|c| c == '\'')
+}
+
+/// The ASCII characters the scanners of `pretokenize` name literally (outside the
+/// contractions): the apostrophe, the space of ` ?`, o200k's `/`, and the line breaks.
+const LITERAL: &[u8] = b"' /\r\n";
+
+/// For each ASCII character, the first ASCII character with the same class flags
+/// ([`CLASS_SETS`]), or itself when it is in [`LITERAL`].
+fn ascii_classes() -> &'static [u8; 128] {
+    static REPS: std::sync::OnceLock<[u8; 128]> = std::sync::OnceLock::new();
+    REPS.get_or_init(|| {
+        let flags = class_flags();
+        let mut reps = [0u8; 128];
+        for c in 0..128u8 {
+            reps[c as usize] = if LITERAL.contains(&c) {
+                c
+            } else {
+                (0..=c)
+                    .find(|&r| !LITERAL.contains(&r) && flags[r as usize] == flags[c as usize])
+                    .expect("c itself qualifies")
+            };
+        }
+        reps
+    })
+}
+
+/// The lookahead key that stands for `key` in the cut analysis after a node (`apostrophe`:
+/// [`apostrophe_near`] of the node's bytes): each ASCII character replaced by the first one of
+/// its class ([`ascii_classes`]), when neither the node's last two characters nor the key hold
+/// an apostrophe; else the key itself.
+///
+/// Why the cut analysis is the same: the scanners look at a character only through its class
+/// flags, except for the characters of [`LITERAL`] (kept) and the letters of a contraction,
+/// which count only within two characters after an apostrophe; with no apostrophe there, no
+/// character of the key is read as a contraction letter, whatever the probe after it. The
+/// replacements keep every byte length, so head + key + probe and head + class key + probe
+/// are split at the same byte offsets, and the analysis reads nothing else of the key. About
+/// 270 keys of a code vocabulary (`a` to `z`, ` a` to ` z`, indentation before each letter,
+/// ...) become a few dozen. `tests::class_keys_give_the_same_cuts` checks this against the
+/// plain keys for every known pattern.
+pub(super) fn class_key(apostrophe: bool, key: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    if apostrophe || key.contains(&b'\'') {
+        out.extend_from_slice(key);
+        return;
+    }
+    let reps = ascii_classes();
+    out.extend(
+        key.iter()
+            .map(|&b| if b < 0x80 { reps[b as usize] } else { b }),
+    );
 }
 
 /// See [`ByteLm::cut_at`].

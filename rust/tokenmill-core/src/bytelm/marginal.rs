@@ -12,7 +12,9 @@ use crate::error::{Error, Result};
 use crate::Rank;
 
 use super::canon::incomplete_tail;
-use super::fast::{decided_by_key, lookahead_key, starts_with_stray_byte, Rule};
+use super::fast::{
+    apostrophe_near, class_key, decided_by_key, lookahead_key, starts_with_stray_byte, Rule,
+};
 use super::{ByteLm, Tree};
 
 /// One node's validity table by token id (0 not known yet, 1 invalid, 2 valid), with what its
@@ -25,7 +27,10 @@ struct NodeState {
     ends: Vec<usize>,
     /// `bytes` ends inside a character.
     cut_char: bool,
-    /// Rules by lookahead key, in front of [`ByteLm`]'s cache by (path, key); the last one
+    /// [`apostrophe_near`] of `bytes`: keys are not replaced by their class (see
+    /// [`class_key`]).
+    apostrophe: bool,
+    /// Rules by lookahead key (its [`class_key`]), in front of [`ByteLm`]'s cache by (path, key); the last one
     /// looked up is kept apart, since tokens come in sorted order and share keys in runs.
     rules: FxHashMap<Vec<u8>, Local>,
     last: Option<(Vec<u8>, Local)>,
@@ -71,6 +76,7 @@ pub(super) struct Check<'a> {
     current: usize,
     buf: Vec<u8>,
     pieces: Vec<(usize, usize)>,
+    key: Vec<u8>,
 }
 
 impl Drop for Check<'_> {
@@ -99,6 +105,7 @@ impl<'a> Check<'a> {
             current: usize::MAX,
             buf: Vec::new(),
             pieces: Vec::new(),
+            key: Vec::new(),
         }
     }
 
@@ -127,6 +134,7 @@ impl<'a> Check<'a> {
             bytes: bytes.to_vec(),
             ends,
             cut_char: incomplete_tail(bytes) > 0,
+            apostrophe: apostrophe_near(bytes),
             rules: FxHashMap::default(),
             last: None,
             canon: None,
@@ -248,8 +256,17 @@ impl<'a> Check<'a> {
         out
     }
 
-    /// The node's [`Rule`] for tokens with lookahead key `key`, resolved.
+    /// The node's [`Rule`] for tokens with lookahead key `key`, resolved. Keys of one class
+    /// share it ([`class_key`]).
     fn rule(&mut self, n: usize, key: &[u8]) -> Result<Local> {
+        let mut class = std::mem::take(&mut self.key);
+        class_key(self.nodes[n].apostrophe, key, &mut class);
+        let out = self.class_rule(n, &class);
+        self.key = class;
+        out
+    }
+
+    fn class_rule(&mut self, n: usize, key: &[u8]) -> Result<Local> {
         let node = &self.nodes[n];
         if let Some((k, rule)) = &node.last {
             if k[..] == *key {
@@ -273,7 +290,15 @@ impl<'a> Check<'a> {
                 local
             }
         };
-        self.nodes[n].last = Some((key.to_vec(), local));
+        let last = &mut self.nodes[n].last;
+        match last {
+            Some((k, rule)) => {
+                k.clear();
+                k.extend_from_slice(key);
+                *rule = local;
+            }
+            None => *last = Some((key.to_vec(), local)),
+        }
         Ok(local)
     }
 }

@@ -233,6 +233,103 @@ fn quick_cuts_equal_full_cuts() {
     }
 }
 
+/// Characters for [`class_keys_give_the_same_cuts`]: several of each ASCII class (the
+/// contraction letters among them, and those the patterns name literally) and a few others.
+const CLASS_ALPHABET: [&str; 30] = [
+    "a",
+    "z",
+    "s",
+    "t",
+    "l",
+    "e",
+    "A",
+    "Z",
+    "S",
+    "L",
+    "'",
+    " ",
+    "\n",
+    "\r",
+    "\t",
+    "\x0b",
+    "0",
+    "7",
+    ".",
+    "#",
+    "/",
+    "(",
+    "_",
+    "\u{1F600}",
+    "\u{C5}",
+    "\u{17F}",
+    "\u{3000}",
+    "\u{4E00}",
+    "\u{300}",
+    "\u{1}",
+];
+
+#[test]
+fn class_keys_give_the_same_cuts() {
+    // A key and its class key: the same cut analysis after every head, with all probes and
+    // with the quick ones (`cut_at` picks by the key, and the class key keeps that choice).
+    for pattern in KNOWN_PATTERNS {
+        let lm = toy(pattern);
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut replaced = 0;
+        let mut class = Vec::new();
+        for _ in 0..6_000 {
+            let mut text = |max: usize| {
+                let n = rng.random_range(0..=max);
+                (0..n)
+                    .flat_map(|_| {
+                        CLASS_ALPHABET[rng.random_range(0..CLASS_ALPHABET.len())]
+                            .as_bytes()
+                            .to_vec()
+                    })
+                    .collect::<Vec<u8>>()
+            };
+            let head = text(6);
+            let token = text(4);
+            let Some(key) = fast::lookahead_key(&token) else {
+                continue;
+            };
+            fast::class_key(fast::apostrophe_near(&head), key, &mut class);
+            if class[..] == *key {
+                continue;
+            }
+            replaced += 1;
+            let ends: Vec<usize> = (1..=head.len()).collect();
+            let what = || {
+                format!(
+                    "{pattern}: {:?} + {:?} as {:?}",
+                    String::from_utf8_lossy(&head),
+                    String::from_utf8_lossy(key),
+                    String::from_utf8_lossy(&class)
+                )
+            };
+            assert_eq!(
+                fast::decided_by_key(&head, key),
+                fast::decided_by_key(&head, &class),
+                "{}",
+                what()
+            );
+            assert_eq!(
+                lm.cut_at_full(&head, key, &ends).unwrap(),
+                lm.cut_at_full(&head, &class, &ends).unwrap(),
+                "{}",
+                what()
+            );
+            assert_eq!(
+                lm.cut_at(&head, key, &ends).unwrap(),
+                lm.cut_at(&head, &class, &ends).unwrap(),
+                "{}",
+                what()
+            );
+        }
+        assert!(replaced > 2000, "{pattern}: few keys replaced: {replaced}");
+    }
+}
+
 #[test]
 fn shortcut_checks_equal_plain_validity() {
     // Every (node, token) pair the marginalisation meets: the shortcuts (lookahead keys,
