@@ -28,22 +28,24 @@ use crate::Rank;
 use super::ByteLm;
 
 impl ByteLm {
-    /// Does the merge loop on `bytes(a) + bytes(b)` give back `[a, b]`?
+    /// Does the merge loop on `bytes(a) + bytes(b)` give back `[a, b]`? Read off the two
+    /// tokens' own merge histories and the pair priorities ([`super::pairs`]).
     pub fn is_canonical_pair(&self, a: Rank, b: Rank) -> Result<bool> {
-        let key = ((a as u64) << 32) | b as u64;
-        if let Some(&v) = self.pair_cache.lock().unwrap().get(&key) {
-            return Ok(v);
+        let bpe = self.enc.bpe();
+        let pair = (a, self.token_bytes(a)?);
+        let next = (b, self.token_bytes(b)?);
+        match self.histories.canonical_pair(bpe, pair, next) {
+            Some(v) => Ok(v),
+            None => self.is_canonical_pair_by_merging(a, b),
         }
+    }
+
+    /// [`ByteLm::is_canonical_pair`] by running the merge loop on the two tokens' bytes.
+    pub(super) fn is_canonical_pair_by_merging(&self, a: Rank, b: Rank) -> Result<bool> {
         let bytes = [self.token_bytes(a)?, self.token_bytes(b)?].concat();
         let mut out = Vec::with_capacity(2);
         self.enc.bpe().merge_without_lookup(&bytes, &mut out)?;
-        let v = out == [a, b];
-        let mut cache = self.pair_cache.lock().unwrap();
-        if cache.len() > 1 << 22 {
-            cache.clear();
-        }
-        cache.insert(key, v);
-        Ok(v)
+        Ok(out == [a, b])
     }
 
     /// How the pre-tokenizer treats the position after `head` (which starts at a stable

@@ -363,6 +363,69 @@ fn shortcut_checks_equal_plain_validity() {
     }
 }
 
+/// A vocabulary of all bytes plus `n` random merges over a few letters (some making a token
+/// that already exists by another split), in a random order of priority: HF semantics with
+/// priorities that need not grow along a token's merges.
+fn shuffled_merges(seed: u64, n: usize) -> ByteLm {
+    use crate::bpe::{Bpe, MissingByte};
+    use crate::encoding::SpecialTokens;
+    use crate::pretokenize::Pretokenizer;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut vocab: Vec<(Vec<u8>, Rank)> = (0..=255u8).map(|b| (vec![b], b as Rank)).collect();
+    let mut pool: Vec<Rank> = b"abc ".iter().map(|&b| b as Rank).collect();
+    let mut merges = Vec::new();
+    while merges.len() < n {
+        let l = pool[rng.random_range(0..pool.len())];
+        let r = pool[rng.random_range(0..pool.len())];
+        let bytes = [&vocab[l as usize].0[..], &vocab[r as usize].0[..]].concat();
+        if bytes.len() > 6 || merges.iter().any(|&(a, b, _)| (a, b) == (l, r)) {
+            continue;
+        }
+        let m = match vocab.iter().find(|(b, _)| *b == bytes) {
+            Some(&(_, id)) => id,
+            None => {
+                let id = vocab.len() as Rank;
+                vocab.push((bytes, id));
+                pool.push(id);
+                id
+            }
+        };
+        merges.push((l, r, m));
+    }
+    for i in (1..merges.len()).rev() {
+        merges.swap(i, rng.random_range(0..=i));
+    }
+    let bpe = Bpe::from_merge_ids(vocab, &merges, false, MissingByte::Error).unwrap();
+    let pretok = Pretokenizer::new(GPT2_PATTERN).unwrap();
+    let enc = Encoding::from_parts(pretok, bpe, SpecialTokens::new(vec![]).unwrap()).unwrap();
+    ByteLm::new(enc).unwrap()
+}
+
+#[test]
+fn canonical_pairs_from_priorities_equal_the_merge_loop() {
+    // Every pair of tokens: the walk over the two merge histories against the merge loop on
+    // the concatenated bytes. Tiktoken ranks (toy vocabularies) and HF merge lists in random
+    // priority order.
+    let mut lms = vec![toy(GPT2_PATTERN)];
+    lms.extend((0..6).map(|seed| shuffled_merges(seed, 60)));
+    let (mut yes, mut no) = (0, 0);
+    for lm in &lms {
+        let ids: Vec<Rank> = lm.enc.bpe().vocab().map(|(_, id)| id).collect();
+        for &a in &ids {
+            for &b in &ids {
+                let v = lm.is_canonical_pair_by_merging(a, b).unwrap();
+                assert_eq!(lm.is_canonical_pair(a, b).unwrap(), v, "{a} {b}");
+                if v {
+                    yes += 1;
+                } else {
+                    no += 1;
+                }
+            }
+        }
+    }
+    assert!(yes > 100_000 && no > 5_000, "{yes} canonical, {no} not");
+}
+
 #[test]
 fn unknown_patterns_are_refused() {
     let ranks: Vec<(Vec<u8>, Rank)> = (0..=255u8).map(|b| (vec![b], b as Rank)).collect();
