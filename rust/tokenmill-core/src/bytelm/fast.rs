@@ -179,51 +179,61 @@ pub(super) fn apostrophe_near(head: &[u8]) -> bool {
 /// contractions): the apostrophe, the space of ` ?`, o200k's `/`, and the line breaks.
 const LITERAL: &[u8] = b"' /\r\n";
 
-/// For each ASCII character, the first ASCII character with the same class flags
-/// ([`CLASS_SETS`]), or itself when it is in [`LITERAL`].
-fn ascii_classes() -> &'static [u8; 128] {
-    static REPS: std::sync::OnceLock<[u8; 128]> = std::sync::OnceLock::new();
+/// For each value of the class flags ([`CLASS_SETS`]), the first character with those flags
+/// that is not in [`LITERAL`] (`None` for combinations no character has).
+fn class_reps() -> &'static [Option<char>; 64] {
+    static REPS: std::sync::OnceLock<[Option<char>; 64]> = std::sync::OnceLock::new();
     REPS.get_or_init(|| {
         let flags = class_flags();
-        let mut reps = [0u8; 128];
-        for c in 0..128u8 {
-            reps[c as usize] = if LITERAL.contains(&c) {
-                c
-            } else {
-                (0..=c)
-                    .find(|&r| !LITERAL.contains(&r) && flags[r as usize] == flags[c as usize])
-                    .expect("c itself qualifies")
-            };
+        let mut reps = [None; 64];
+        for c in (0..0x11_0000u32).filter_map(char::from_u32) {
+            let f = flags[c as usize] as usize;
+            if reps[f].is_none() && !(c.is_ascii() && LITERAL.contains(&(c as u8))) {
+                reps[f] = Some(c);
+            }
         }
         reps
     })
 }
 
 /// The lookahead key that stands for `key` in the cut analysis after a node (`apostrophe`:
-/// [`apostrophe_near`] of the node's bytes): each ASCII character replaced by the first one of
-/// its class ([`ascii_classes`]), when neither the node's last two characters nor the key hold
-/// an apostrophe; else the key itself.
+/// [`apostrophe_near`] of the node's bytes): each character replaced by the first one of its
+/// class ([`class_reps`]), except those of [`LITERAL`] and bytes that are not UTF-8, when
+/// neither the node's last two characters nor the key hold an apostrophe; else the key itself.
 ///
 /// Why the cut analysis is the same: the scanners look at a character only through its class
 /// flags, except for the characters of [`LITERAL`] (kept) and the letters of a contraction,
 /// which count only within two characters after an apostrophe; with no apostrophe there, no
-/// character of the key is read as a contraction letter, whatever the probe after it. The
-/// replacements keep every byte length, so head + key + probe and head + class key + probe
-/// are split at the same byte offsets, and the analysis reads nothing else of the key. About
-/// 270 keys of a code vocabulary (`a` to `z`, ` a` to ` z`, indentation before each letter,
-/// ...) become a few dozen. `tests::class_keys_give_the_same_cuts` checks this against the
-/// plain keys for every known pattern.
+/// character of the key is read as a contraction letter, whatever the probe after it. So
+/// head + key + probe and head + class key + probe are split alike, character for character;
+/// the byte offsets differ only after the cut (a replacement may change a character's
+/// length), and the analysis reads only the piece starts up to the cut. (A character of the
+/// key never completes a character cut at the end of the head: it starts with a byte that
+/// cannot continue one.) About 270 keys of a code vocabulary (`a` to `z`, ` a` to ` z`,
+/// indentation before each letter, the completions of lone lead bytes, ...) become a few
+/// dozen. `tests::class_keys_give_the_same_cuts` checks this against the plain keys for every
+/// known pattern.
 pub(super) fn class_key(apostrophe: bool, key: &[u8], out: &mut Vec<u8>) {
     out.clear();
     if apostrophe || key.contains(&b'\'') {
         out.extend_from_slice(key);
         return;
     }
-    let reps = ascii_classes();
-    out.extend(
-        key.iter()
-            .map(|&b| if b < 0x80 { reps[b as usize] } else { b }),
-    );
+    let flags = class_flags();
+    let reps = class_reps();
+    let mut tmp = [0u8; 4];
+    for chunk in key.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            let literal = c.is_ascii() && LITERAL.contains(&(c as u8));
+            let rep = if literal {
+                c
+            } else {
+                reps[flags[c as usize] as usize].unwrap_or(c)
+            };
+            out.extend_from_slice(rep.encode_utf8(&mut tmp).as_bytes());
+        }
+        out.extend_from_slice(chunk.invalid());
+    }
 }
 
 /// See [`ByteLm::cut_at`].
