@@ -448,3 +448,57 @@ impl ByteLm {
             .clone()
     }
 }
+
+/// No lookahead key (the token's first character is cut).
+pub(super) const NO_KEY: u32 = u32::MAX;
+
+/// A token's lookahead key, interned: as it is, and as its class key after a node without an
+/// apostrophe near its end ([`class_key`]); `stray`: [`starts_with_stray_byte`].
+#[derive(Debug, Clone, Copy)]
+pub(super) struct KeyIds {
+    pub raw: u32,
+    pub class: u32,
+    pub stray: bool,
+}
+
+/// Every token's [`KeyIds`], computed once: the marginalisation meets every token at every new
+/// node, and decoding the key and its class there cost more than the rest of a cold check.
+#[derive(Debug)]
+pub(super) struct TokenKeys {
+    /// The interned keys, by id.
+    pub keys: Vec<Vec<u8>>,
+    /// By token id.
+    pub of: Vec<KeyIds>,
+}
+
+impl TokenKeys {
+    pub(super) fn new(bpe: &crate::bpe::Bpe) -> Self {
+        let mut index: rustc_hash::FxHashMap<Vec<u8>, u32> = Default::default();
+        let mut keys = Vec::new();
+        let mut intern = |k: &[u8]| {
+            *index.entry(k.to_vec()).or_insert_with(|| {
+                keys.push(k.to_vec());
+                (keys.len() - 1) as u32
+            })
+        };
+        let none = KeyIds {
+            raw: NO_KEY,
+            class: NO_KEY,
+            stray: false,
+        };
+        let mut of = vec![none; bpe.n_slots()];
+        let mut class = Vec::new();
+        for (bytes, id) in bpe.vocab() {
+            let Some(key) = lookahead_key(bytes) else {
+                continue;
+            };
+            class_key(false, key, &mut class);
+            of[id as usize] = KeyIds {
+                raw: intern(key),
+                class: intern(&class),
+                stray: starts_with_stray_byte(key),
+            };
+        }
+        TokenKeys { keys, of }
+    }
+}

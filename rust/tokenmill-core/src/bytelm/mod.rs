@@ -62,6 +62,8 @@ pub struct ByteLm {
     probes: Vec<Vec<u8>>,
     /// Validity of short window paths, which repeat from one byte to the next.
     valid_cache: Mutex<FxHashMap<Vec<Rank>, bool>>,
+    /// Each token's lookahead key, interned, see [`fast::TokenKeys`].
+    token_keys: fast::TokenKeys,
     /// Each token's merges on its own bytes, for the canonical-pair test ([`pairs`]).
     histories: pairs::Histories,
     /// What the pre-tokenizer's cut after a node says about the tokens with one lookahead key,
@@ -97,12 +99,14 @@ impl ByteLm {
         let vocab = SortedVocab::new(bpe);
         let start_valid = (0..bpe.n_slots()).map(|_| AtomicU8::new(0)).collect();
         let histories = pairs::Histories::new(bpe.n_slots());
+        let token_keys = fast::TokenKeys::new(bpe);
         Ok(ByteLm {
             enc,
             vocab,
             probes: canon::probes(),
             valid_cache: Mutex::new(FxHashMap::default()),
             histories,
+            token_keys,
             cut_cache: Mutex::new(FxHashMap::default()),
             start_valid,
             node_states: Mutex::new(FxHashMap::default()),
