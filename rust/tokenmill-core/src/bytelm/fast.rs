@@ -111,20 +111,24 @@ impl ByteLm {
                 possible |= k.is_some();
                 joined |= k.is_none();
             }
-            let here: Vec<usize> = pieces
-                .iter()
-                .map(|&(a, _)| a)
-                .take_while(|&a| a <= at)
-                .collect();
+            let here = pieces.iter().map(|&(a, _)| a).take_while(|&a| a <= at);
             match &starts {
                 None => {
-                    shared = here.len();
-                    starts = Some(here);
+                    let first: Vec<usize> = here.collect();
+                    shared = first.len();
+                    starts = Some(first);
                 }
                 Some(s) => {
-                    let n = s.iter().zip(&here).take_while(|(a, b)| a == b).count();
+                    // Compared in place: this runs eight times for every (node, key class).
+                    let (mut n, mut len) = (0, 0);
+                    for a in here {
+                        if n == len && s.get(len) == Some(&a) {
+                            n += 1;
+                        }
+                        len += 1;
+                    }
                     shared = shared.min(n);
-                    unanimous &= *s == here;
+                    unanimous &= n == s.len() && len == s.len();
                 }
             }
         }
