@@ -5,15 +5,16 @@
 //! alone gives `[a, t]` back (a contiguous run of a BPE encoding is the BPE encoding of its
 //! bytes, because the merges inside the run happen in the same order with or without the
 //! context, and none crosses its edges; the whole-piece lookup of `ignore_merges` tokenizers
-//! does not apply to a run of two or more tokens, so the test uses the merge loop alone). So
-//! when `a t` is not a canonical pair, the path is valid only if some extension puts a piece
-//! boundary between them. Whether the pre-tokenizer can cut there depends on the text before
-//! the cut and on what follows; for the known patterns the first character after the cut
-//! and a short continuation decide it (the lookahead is one character, a contraction, or a
-//! whitespace run and what ends it), so the answer is computed once per (node, lookahead key
-//! of the token: its first character, or its leading whitespace run and the character after
-//! it) with the pre-tokenizer alone, over the same continuations ([`super::canon`]'s probes)
-//! that witness validity, and kept across bytes.
+//! does not apply to a run of two or more tokens, so the test uses the merge loop alone, read
+//! off the merge priorities by [`super::pairs`]). So when `a t` is not a canonical pair, the
+//! path is valid only if some extension puts a piece boundary between them. Whether the
+//! pre-tokenizer can cut there depends on the text before the cut and on what follows; for
+//! the known patterns the first character after the cut and a short continuation decide it
+//! (the lookahead is one character, a contraction, or a whitespace run and what ends it), so
+//! the answer is computed once per (node, lookahead key of the token: its first character, or
+//! its leading whitespace run and the character after it) with the pre-tokenizer alone, over
+//! the same continuations ([`super::canon`]'s probes) that witness validity, and kept across
+//! bytes.
 //!
 //! The same pass also finds the *anchor*: the last piece start before or at the cut that every
 //! continuation has, with the same pieces before it. Then validity factorises, since

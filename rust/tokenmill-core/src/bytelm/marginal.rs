@@ -28,8 +28,9 @@ struct NodeState {
     /// [`apostrophe_near`] of `bytes`: keys are not replaced by their class (see
     /// [`class_key`]).
     apostrophe: bool,
-    /// Rules by lookahead key (its [`class_key`]), in front of [`ByteLm`]'s cache by (path, key); the last one
-    /// looked up is kept apart, since tokens come in sorted order and share keys in runs.
+    /// Rules by lookahead key (its [`class_key`]), in front of [`ByteLm`]'s cache by (path,
+    /// key); the last one looked up is kept apart, since tokens come in sorted order and share
+    /// keys in runs.
     rules: FxHashMap<Vec<u8>, Local>,
     last: Option<(Vec<u8>, Local)>,
     /// The same by interned key ([`super::fast::TokenKeys`]), for the tokens' own keys.
