@@ -239,6 +239,45 @@ pub(super) fn class_key(apostrophe: bool, key: &[u8], out: &mut Vec<u8>) {
         }
         out.extend_from_slice(chunk.invalid());
     }
+    shorten_whitespace_key(out);
+}
+
+/// A key of whitespace only (a token that is a whitespace run) with three or more characters
+/// becomes its first character and one more: the last line break after the first character
+/// if there is one, else its last character.
+///
+/// Why the cut analysis is the same: everything after the key's first character is whitespace
+/// of the same run and lies after the cut, so the piece starts up to the cut can depend on it
+/// only through what the whitespace alternatives read of the run: where it ends and where its
+/// last character starts (both after the cut once the key has two characters), and where its
+/// last line break ends (after the cut exactly when the key has a line break after its first
+/// character; a symbol run's `[\r\n]*` also only takes line breaks, from the first character
+/// on). Keeping the first character, a second one, and a line break when there is one keeps
+/// all of these on the same side of the cut. These are the keys that run every probe (they
+/// end with whitespace), and indentation makes dozens of them.
+fn shorten_whitespace_key(key: &mut Vec<u8>) {
+    let Ok(s) = std::str::from_utf8(key) else {
+        return;
+    };
+    let mut chars = s.chars();
+    let Some(first) = chars.next() else {
+        return;
+    };
+    let rest: Vec<char> = chars.collect();
+    if rest.len() < 2 || !first.is_whitespace() || !rest.iter().all(|c| c.is_whitespace()) {
+        return;
+    }
+    let second = rest
+        .iter()
+        .rev()
+        .find(|&&c| c == '\n' || c == '\r')
+        .or(rest.last())
+        .copied()
+        .expect("two or more characters");
+    let mut tmp = [0u8; 4];
+    key.clear();
+    key.extend_from_slice(first.encode_utf8(&mut tmp).as_bytes());
+    key.extend_from_slice(second.encode_utf8(&mut tmp).as_bytes());
 }
 
 /// See [`ByteLm::cut_at`].

@@ -334,6 +334,55 @@ fn class_keys_give_the_same_cuts() {
 }
 
 #[test]
+fn whitespace_class_keys_give_the_same_cuts() {
+    // Tokens that are whitespace runs (shortened to two characters by `class_key`), after
+    // heads that end in every way: with all probes (these keys never take the quick path).
+    const WS: [&str; 7] = [" ", " ", " ", "\n", "\r", "\t", "\u{3000}"];
+    for pattern in KNOWN_PATTERNS {
+        let lm = toy(pattern);
+        let mut rng = StdRng::seed_from_u64(12);
+        let mut shortened = 0;
+        let mut class = Vec::new();
+        for _ in 0..4_000 {
+            let mut head: Vec<u8> = (0..rng.random_range(0..=5))
+                .flat_map(|_| {
+                    let pick = if rng.random_bool(0.4) {
+                        WS[rng.random_range(0..WS.len())]
+                    } else {
+                        CLASS_ALPHABET[rng.random_range(0..CLASS_ALPHABET.len())]
+                    };
+                    pick.as_bytes().to_vec()
+                })
+                .collect();
+            if rng.random_bool(0.1) {
+                head.push(0xc3);
+            }
+            let token: Vec<u8> = (0..rng.random_range(1..=6))
+                .flat_map(|_| WS[rng.random_range(0..WS.len())].as_bytes().to_vec())
+                .collect();
+            let key = fast::lookahead_key(&token).expect("whole characters");
+            fast::class_key(fast::apostrophe_near(&head), key, &mut class);
+            if class.len() < key.len() {
+                shortened += 1;
+            }
+            let ends: Vec<usize> = (1..=head.len()).collect();
+            assert_eq!(
+                lm.cut_at(&head, key, &ends).unwrap(),
+                lm.cut_at(&head, &class, &ends).unwrap(),
+                "{pattern}: {:?} + {:?} as {:?}",
+                String::from_utf8_lossy(&head),
+                String::from_utf8_lossy(key),
+                String::from_utf8_lossy(&class)
+            );
+        }
+        assert!(
+            shortened > 1500,
+            "{pattern}: few keys shortened: {shortened}"
+        );
+    }
+}
+
+#[test]
 fn shortcut_checks_equal_plain_validity() {
     // Every (node, token) pair the marginalisation meets: the shortcuts (lookahead keys,
     // quick and cached cuts, the start table, the per-node tables kept across texts) against
