@@ -491,6 +491,16 @@ impl Bpe {
         (0..self.n_slots() as Rank).filter_map(|id| self.token_bytes(id).map(|b| (b, id)))
     }
 
+    /// The merge loop's key for the adjacent pair `left right`, `(priority << 32) | merged id`
+    /// (lower merges first, leftmost on ties), or `None` when the pair never merges. Read-only
+    /// access to the pair table for `bytelm`'s canonical-pair test.
+    pub fn pair_priority(&self, left: Rank, right: Rank) -> Option<u64> {
+        match self.pair(left, right) {
+            NO_MERGE => None,
+            key => Some(key),
+        }
+    }
+
     #[inline(always)]
     fn pair(&self, left: Rank, right: Rank) -> u64 {
         match self.pairs.get(&pair_key(left, right)) {

@@ -5,15 +5,16 @@
 //! alone gives `[a, t]` back (a contiguous run of a BPE encoding is the BPE encoding of its
 //! bytes, because the merges inside the run happen in the same order with or without the
 //! context, and none crosses its edges; the whole-piece lookup of `ignore_merges` tokenizers
-//! does not apply to a run of two or more tokens, so the test uses the merge loop alone). So
-//! when `a t` is not a canonical pair, the path is valid only if some extension puts a piece
-//! boundary between them. Whether the pre-tokenizer can cut there depends on the text before
-//! the cut and on what follows; for the known patterns the first character after the cut
-//! and a short continuation decide it (the lookahead is one character, a contraction, or a
-//! whitespace run and what ends it), so the answer is computed once per (node, lookahead key
-//! of the token: its first character, or its leading whitespace run and the character after
-//! it) with the pre-tokenizer alone, over the same continuations ([`super::canon`]'s probes)
-//! that witness validity, and kept across bytes.
+//! does not apply to a run of two or more tokens, so the test uses the merge loop alone, read
+//! off the merge priorities by [`super::pairs`]). So when `a t` is not a canonical pair, the
+//! path is valid only if some extension puts a piece boundary between them. Whether the
+//! pre-tokenizer can cut there depends on the text before the cut and on what follows; for
+//! the known patterns the first character after the cut and a short continuation decide it
+//! (the lookahead is one character, a contraction, or a whitespace run and what ends it), so
+//! the answer is computed once per (node, lookahead key of the token: its first character, or
+//! its leading whitespace run and the character after it) with the pre-tokenizer alone, over
+//! the same continuations ([`super::canon`]'s probes) that witness validity, and kept across
+//! bytes.
 //!
 //! The same pass also finds the *anchor*: the last piece start before or at the cut that every
 //! continuation has, with the same pieces before it. Then validity factorises, since
@@ -28,22 +29,24 @@ use crate::Rank;
 use super::ByteLm;
 
 impl ByteLm {
-    /// Does the merge loop on `bytes(a) + bytes(b)` give back `[a, b]`?
+    /// Does the merge loop on `bytes(a) + bytes(b)` give back `[a, b]`? Read off the two
+    /// tokens' own merge histories and the pair priorities ([`super::pairs`]).
     pub fn is_canonical_pair(&self, a: Rank, b: Rank) -> Result<bool> {
-        let key = ((a as u64) << 32) | b as u64;
-        if let Some(&v) = self.pair_cache.lock().unwrap().get(&key) {
-            return Ok(v);
+        let bpe = self.enc.bpe();
+        let pair = (a, self.token_bytes(a)?);
+        let next = (b, self.token_bytes(b)?);
+        match self.histories.canonical_pair(bpe, pair, next) {
+            Some(v) => Ok(v),
+            None => self.is_canonical_pair_by_merging(a, b),
         }
+    }
+
+    /// [`ByteLm::is_canonical_pair`] by running the merge loop on the two tokens' bytes.
+    pub(super) fn is_canonical_pair_by_merging(&self, a: Rank, b: Rank) -> Result<bool> {
         let bytes = [self.token_bytes(a)?, self.token_bytes(b)?].concat();
         let mut out = Vec::with_capacity(2);
         self.enc.bpe().merge_without_lookup(&bytes, &mut out)?;
-        let v = out == [a, b];
-        let mut cache = self.pair_cache.lock().unwrap();
-        if cache.len() > 1 << 22 {
-            cache.clear();
-        }
-        cache.insert(key, v);
-        Ok(v)
+        Ok(out == [a, b])
     }
 
     /// How the pre-tokenizer treats the position after `head` (which starts at a stable
@@ -109,20 +112,24 @@ impl ByteLm {
                 possible |= k.is_some();
                 joined |= k.is_none();
             }
-            let here: Vec<usize> = pieces
-                .iter()
-                .map(|&(a, _)| a)
-                .take_while(|&a| a <= at)
-                .collect();
+            let here = pieces.iter().map(|&(a, _)| a).take_while(|&a| a <= at);
             match &starts {
                 None => {
-                    shared = here.len();
-                    starts = Some(here);
+                    let first: Vec<usize> = here.collect();
+                    shared = first.len();
+                    starts = Some(first);
                 }
                 Some(s) => {
-                    let n = s.iter().zip(&here).take_while(|(a, b)| a == b).count();
+                    // Compared in place: this runs eight times for every (node, key class).
+                    let (mut n, mut len) = (0, 0);
+                    for a in here {
+                        if n == len && s.get(len) == Some(&a) {
+                            n += 1;
+                        }
+                        len += 1;
+                    }
                     shared = shared.min(n);
-                    unanimous &= *s == here;
+                    unanimous &= n == s.len() && len == s.len();
                 }
             }
         }
@@ -159,10 +166,118 @@ const QUICK_PROBES: usize = 1 + super::canon::NEUTRAL.len();
 pub(super) fn decided_by_key(head: &[u8], key: &[u8]) -> bool {
     let k = String::from_utf8_lossy(key);
     let ends_closed = k.chars().last().is_some_and(|c| !c.is_whitespace());
+    ends_closed && !k.contains('\'') && !apostrophe_near(head)
+}
+
+/// Is an apostrophe among the last two characters of `head` (a contraction that starts there
+/// can take the characters after it)?
+pub(super) fn apostrophe_near(head: &[u8]) -> bool {
     let near = &head[head.len().saturating_sub(8)..];
-    let head_tail = String::from_utf8_lossy(near);
-    let no_apostrophe_near = !head_tail.chars().rev().take(2).any(|c| c == '\'');
-    ends_closed && !k.contains('\'') && no_apostrophe_near
+    String::from_utf8_lossy(near)
+        .chars()
+        .rev()
+        .take(2)
+        .any(|c| c == '\'')
+}
+
+/// The ASCII characters the scanners of `pretokenize` name literally (outside the
+/// contractions): the apostrophe, the space of ` ?`, o200k's `/`, and the line breaks.
+const LITERAL: &[u8] = b"' /\r\n";
+
+/// For each value of the class flags ([`CLASS_SETS`]), the first character with those flags
+/// that is not in [`LITERAL`] (`None` for combinations no character has).
+fn class_reps() -> &'static [Option<char>; 64] {
+    static REPS: std::sync::OnceLock<[Option<char>; 64]> = std::sync::OnceLock::new();
+    REPS.get_or_init(|| {
+        let flags = class_flags();
+        let mut reps = [None; 64];
+        for c in (0..0x11_0000u32).filter_map(char::from_u32) {
+            let f = flags[c as usize] as usize;
+            if reps[f].is_none() && !(c.is_ascii() && LITERAL.contains(&(c as u8))) {
+                reps[f] = Some(c);
+            }
+        }
+        reps
+    })
+}
+
+/// The lookahead key that stands for `key` in the cut analysis after a node (`apostrophe`:
+/// [`apostrophe_near`] of the node's bytes): each character replaced by the first one of its
+/// class ([`class_reps`]), except those of [`LITERAL`] and bytes that are not UTF-8, when
+/// neither the node's last two characters nor the key hold an apostrophe; else the key itself.
+///
+/// Why the cut analysis is the same: the scanners look at a character only through its class
+/// flags, except for the characters of [`LITERAL`] (kept) and the letters of a contraction,
+/// which count only within two characters after an apostrophe; with no apostrophe there, no
+/// character of the key is read as a contraction letter, whatever the probe after it. So
+/// head + key + probe and head + class key + probe are split alike, character for character;
+/// the byte offsets differ only after the cut (a replacement may change a character's
+/// length), and the analysis reads only the piece starts up to the cut. (A character of the
+/// key never completes a character cut at the end of the head: it starts with a byte that
+/// cannot continue one.) About 270 keys of a code vocabulary (`a` to `z`, ` a` to ` z`,
+/// indentation before each letter, the completions of lone lead bytes, ...) become a few
+/// dozen. `tests::class_keys_give_the_same_cuts` checks this against the plain keys for every
+/// known pattern.
+pub(super) fn class_key(apostrophe: bool, key: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    if apostrophe || key.contains(&b'\'') {
+        out.extend_from_slice(key);
+        return;
+    }
+    let flags = class_flags();
+    let reps = class_reps();
+    let mut tmp = [0u8; 4];
+    for chunk in key.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            let literal = c.is_ascii() && LITERAL.contains(&(c as u8));
+            let rep = if literal {
+                c
+            } else {
+                reps[flags[c as usize] as usize].unwrap_or(c)
+            };
+            out.extend_from_slice(rep.encode_utf8(&mut tmp).as_bytes());
+        }
+        out.extend_from_slice(chunk.invalid());
+    }
+    shorten_whitespace_key(out);
+}
+
+/// A key of whitespace only (a token that is a whitespace run) with three or more characters
+/// becomes its first character and one more: the last line break after the first character
+/// if there is one, else its last character.
+///
+/// Why the cut analysis is the same: everything after the key's first character is whitespace
+/// of the same run and lies after the cut, so the piece starts up to the cut can depend on it
+/// only through what the whitespace alternatives read of the run: where it ends and where its
+/// last character starts (both after the cut once the key has two characters), and where its
+/// last line break ends (after the cut exactly when the key has a line break after its first
+/// character; a symbol run's `[\r\n]*` also only takes line breaks, from the first character
+/// on). Keeping the first character, a second one, and a line break when there is one keeps
+/// all of these on the same side of the cut. These are the keys that run every probe (they
+/// end with whitespace), and indentation makes dozens of them.
+fn shorten_whitespace_key(key: &mut Vec<u8>) {
+    let Ok(s) = std::str::from_utf8(key) else {
+        return;
+    };
+    let mut chars = s.chars();
+    let Some(first) = chars.next() else {
+        return;
+    };
+    let rest: Vec<char> = chars.collect();
+    if rest.len() < 2 || !first.is_whitespace() || !rest.iter().all(|c| c.is_whitespace()) {
+        return;
+    }
+    let second = rest
+        .iter()
+        .rev()
+        .find(|&&c| c == '\n' || c == '\r')
+        .or(rest.last())
+        .copied()
+        .expect("two or more characters");
+    let mut tmp = [0u8; 4];
+    key.clear();
+    key.extend_from_slice(first.encode_utf8(&mut tmp).as_bytes());
+    key.extend_from_slice(second.encode_utf8(&mut tmp).as_bytes());
 }
 
 /// See [`ByteLm::cut_at`].
@@ -375,5 +490,59 @@ impl ByteLm {
             .entry(id)
             .or_insert_with(|| std::sync::Arc::new(completion_keys(bytes)))
             .clone()
+    }
+}
+
+/// No lookahead key (the token's first character is cut).
+pub(super) const NO_KEY: u32 = u32::MAX;
+
+/// A token's lookahead key, interned: as it is, and as its class key after a node without an
+/// apostrophe near its end ([`class_key`]); `stray`: [`starts_with_stray_byte`].
+#[derive(Debug, Clone, Copy)]
+pub(super) struct KeyIds {
+    pub raw: u32,
+    pub class: u32,
+    pub stray: bool,
+}
+
+/// Every token's [`KeyIds`], computed once: the marginalisation meets every token at every new
+/// node, and decoding the key and its class there cost more than the rest of a cold check.
+#[derive(Debug)]
+pub(super) struct TokenKeys {
+    /// The interned keys, by id.
+    pub keys: Vec<Vec<u8>>,
+    /// By token id.
+    pub of: Vec<KeyIds>,
+}
+
+impl TokenKeys {
+    pub(super) fn new(bpe: &crate::bpe::Bpe) -> Self {
+        let mut index: rustc_hash::FxHashMap<Vec<u8>, u32> = Default::default();
+        let mut keys = Vec::new();
+        let mut intern = |k: &[u8]| {
+            *index.entry(k.to_vec()).or_insert_with(|| {
+                keys.push(k.to_vec());
+                (keys.len() - 1) as u32
+            })
+        };
+        let none = KeyIds {
+            raw: NO_KEY,
+            class: NO_KEY,
+            stray: false,
+        };
+        let mut of = vec![none; bpe.n_slots()];
+        let mut class = Vec::new();
+        for (bytes, id) in bpe.vocab() {
+            let Some(key) = lookahead_key(bytes) else {
+                continue;
+            };
+            class_key(false, key, &mut class);
+            of[id as usize] = KeyIds {
+                raw: intern(key),
+                class: intern(&class),
+                stray: starts_with_stray_byte(key),
+            };
+        }
+        TokenKeys { keys, of }
     }
 }

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::Rank;
 
 use super::canon::incomplete_tail;
-use super::fast::{decided_by_key, lookahead_key, starts_with_stray_byte, Rule};
+use super::fast::{apostrophe_near, class_key, decided_by_key, Rule, NO_KEY};
 use super::{ByteLm, Tree};
 
 /// One node's validity table by token id (0 not known yet, 1 invalid, 2 valid), with what its
@@ -25,10 +25,17 @@ struct NodeState {
     ends: Vec<usize>,
     /// `bytes` ends inside a character.
     cut_char: bool,
-    /// Rules by lookahead key, in front of [`ByteLm`]'s cache by (path, key); the last one
-    /// looked up is kept apart, since tokens come in sorted order and share keys in runs.
+    /// [`apostrophe_near`] of `bytes`: keys are not replaced by their class (see
+    /// [`class_key`]).
+    apostrophe: bool,
+    /// Rules by lookahead key (its [`class_key`]), in front of [`ByteLm`]'s cache by (path,
+    /// key); the last one looked up is kept apart, since tokens come in sorted order and share
+    /// keys in runs.
     rules: FxHashMap<Vec<u8>, Local>,
     last: Option<(Vec<u8>, Local)>,
+    /// The same by interned key ([`super::fast::TokenKeys`]), for the tokens' own keys.
+    rules_by_id: FxHashMap<u32, Local>,
+    last_id: Option<(u32, Local)>,
     /// See [`Check::plain_witness`]: computed on first use.
     canon: Option<Option<Canon>>,
     states: Vec<u8>,
@@ -71,6 +78,7 @@ pub(super) struct Check<'a> {
     current: usize,
     buf: Vec<u8>,
     pieces: Vec<(usize, usize)>,
+    key: Vec<u8>,
 }
 
 impl Drop for Check<'_> {
@@ -99,6 +107,7 @@ impl<'a> Check<'a> {
             current: usize::MAX,
             buf: Vec::new(),
             pieces: Vec::new(),
+            key: Vec::new(),
         }
     }
 
@@ -127,8 +136,11 @@ impl<'a> Check<'a> {
             bytes: bytes.to_vec(),
             ends,
             cut_char: incomplete_tail(bytes) > 0,
+            apostrophe: apostrophe_near(bytes),
             rules: FxHashMap::default(),
             last: None,
+            rules_by_id: FxHashMap::default(),
+            last_id: None,
             canon: None,
             states,
         });
@@ -165,10 +177,14 @@ impl<'a> Check<'a> {
         if self.nodes[n].path.is_empty() {
             return self.lm.is_valid_at_start(id);
         }
-        let key =
-            lookahead_key(bytes).filter(|k| !(self.nodes[n].cut_char && starts_with_stray_byte(k)));
+        let ids = self.lm.token_keys.of.get(id as usize).copied();
+        let node = &self.nodes[n];
+        // A key made of a stray byte may complete a character cut at the end of the node.
+        let key = ids
+            .filter(|k| k.raw != NO_KEY && !(node.cut_char && k.stray))
+            .map(|k| if node.apostrophe { k.raw } else { k.class });
         if let Some(key) = key {
-            match self.rule(n, key)? {
+            match self.rule_by_id(n, key)? {
                 Local::Invalid => return Ok(false),
                 Local::To(m) => return self.valid_in(m, id, bytes),
                 Local::Joined => {
@@ -248,8 +264,57 @@ impl<'a> Check<'a> {
         out
     }
 
-    /// The node's [`Rule`] for tokens with lookahead key `key`, resolved.
+    /// The node's [`Rule`] for tokens with lookahead key `key`, resolved (the completions of
+    /// a lone lead byte; a token's own key goes by [`Check::rule_by_id`]). Keys of one class
+    /// share it ([`class_key`]).
     fn rule(&mut self, n: usize, key: &[u8]) -> Result<Local> {
+        let mut class = std::mem::take(&mut self.key);
+        class_key(self.nodes[n].apostrophe, key, &mut class);
+        let out = self.class_rule(n, &class);
+        self.key = class;
+        out
+    }
+
+    /// The node's rule for a token's own key, interned (`key`: the key as
+    /// [`Check::rule`] would look it up, its class key or itself).
+    fn rule_by_id(&mut self, n: usize, key: u32) -> Result<Local> {
+        let node = &self.nodes[n];
+        if let Some((k, rule)) = node.last_id {
+            if k == key {
+                return Ok(rule);
+            }
+        }
+        let local = match node.rules_by_id.get(&key) {
+            Some(&local) => local,
+            None => {
+                let lm = self.lm;
+                let local = self.resolve(n, &lm.token_keys.keys[key as usize])?;
+                self.nodes[n].rules_by_id.insert(key, local);
+                local
+            }
+        };
+        self.nodes[n].last_id = Some((key, local));
+        Ok(local)
+    }
+
+    /// The node's [`Rule`] for class key `key`, from [`ByteLm`]'s cache, resolved.
+    fn resolve(&mut self, n: usize, key: &[u8]) -> Result<Local> {
+        let node = &self.nodes[n];
+        Ok(
+            match self.lm.rule(&node.path, &node.bytes, key, &node.ends)? {
+                Rule::Invalid => Local::Invalid,
+                Rule::Joined => Local::Joined,
+                Rule::Open => Local::Open,
+                Rule::After(j) => {
+                    let path = node.path[j..].to_vec();
+                    let tail = node.bytes[node.ends[j - 1]..].to_vec();
+                    Local::To(self.node(&path, &tail)?)
+                }
+            },
+        )
+    }
+
+    fn class_rule(&mut self, n: usize, key: &[u8]) -> Result<Local> {
         let node = &self.nodes[n];
         if let Some((k, rule)) = &node.last {
             if k[..] == *key {
@@ -259,21 +324,20 @@ impl<'a> Check<'a> {
         let local = match node.rules.get(key) {
             Some(&local) => local,
             None => {
-                let local = match self.lm.rule(&node.path, &node.bytes, key, &node.ends)? {
-                    Rule::Invalid => Local::Invalid,
-                    Rule::Joined => Local::Joined,
-                    Rule::Open => Local::Open,
-                    Rule::After(j) => {
-                        let path = node.path[j..].to_vec();
-                        let tail = node.bytes[node.ends[j - 1]..].to_vec();
-                        Local::To(self.node(&path, &tail)?)
-                    }
-                };
+                let local = self.resolve(n, key)?;
                 self.nodes[n].rules.insert(key.to_vec(), local);
                 local
             }
         };
-        self.nodes[n].last = Some((key.to_vec(), local));
+        let last = &mut self.nodes[n].last;
+        match last {
+            Some((k, rule)) => {
+                k.clear();
+                k.extend_from_slice(key);
+                *rule = local;
+            }
+            None => *last = Some((key.to_vec(), local)),
+        }
         Ok(local)
     }
 }

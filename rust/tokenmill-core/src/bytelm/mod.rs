@@ -15,7 +15,8 @@
 //! - [`canon`]: canonical encoding of arbitrary bytes (invalid UTF-8 included), the *stable
 //!   point* before which every extension of the text is tokenized the same way, and the test
 //!   "is this token sequence a prefix of the canonical encoding of some extension";
-//! - [`fast`]: the canonical-pair test and a per-node pre-tokenizer check that reject most
+//! - [`pairs`]: the canonical-pair test from the merge priorities;
+//! - [`fast`]: a per-node pre-tokenizer check that reject most
 //!   invalid (node, token) pairs without trying extensions;
 //! - [`tree`]: the covering tree: the canonical trunk up to the stable point plus every valid
 //!   token path through the short window after it (the paths shared by all covers);
@@ -28,6 +29,7 @@
 mod canon;
 mod fast;
 mod marginal;
+mod pairs;
 #[cfg(test)]
 mod tests;
 mod tree;
@@ -60,8 +62,10 @@ pub struct ByteLm {
     probes: Vec<Vec<u8>>,
     /// Validity of short window paths, which repeat from one byte to the next.
     valid_cache: Mutex<FxHashMap<Vec<Rank>, bool>>,
-    /// Canonical pairs, see [`fast`].
-    pair_cache: Mutex<FxHashMap<u64, bool>>,
+    /// Each token's lookahead key, interned, see [`fast::TokenKeys`].
+    token_keys: fast::TokenKeys,
+    /// Each token's merges on its own bytes, for the canonical-pair test ([`pairs`]).
+    histories: pairs::Histories,
     /// What the pre-tokenizer's cut after a node says about the tokens with one lookahead key,
     /// keyed by (node path, key), see [`fast`].
     cut_cache: Mutex<CutCache>,
@@ -94,12 +98,15 @@ impl ByteLm {
         }
         let vocab = SortedVocab::new(bpe);
         let start_valid = (0..bpe.n_slots()).map(|_| AtomicU8::new(0)).collect();
+        let histories = pairs::Histories::new(bpe.n_slots());
+        let token_keys = fast::TokenKeys::new(bpe);
         Ok(ByteLm {
             enc,
             vocab,
             probes: canon::probes(),
             valid_cache: Mutex::new(FxHashMap::default()),
-            pair_cache: Mutex::new(FxHashMap::default()),
+            histories,
+            token_keys,
             cut_cache: Mutex::new(FxHashMap::default()),
             start_valid,
             node_states: Mutex::new(FxHashMap::default()),

@@ -233,6 +233,155 @@ fn quick_cuts_equal_full_cuts() {
     }
 }
 
+/// Characters for [`class_keys_give_the_same_cuts`]: several of each ASCII class (the
+/// contraction letters among them, and those the patterns name literally) and a few others.
+const CLASS_ALPHABET: [&str; 30] = [
+    "a",
+    "z",
+    "s",
+    "t",
+    "l",
+    "e",
+    "A",
+    "Z",
+    "S",
+    "L",
+    "'",
+    " ",
+    "\n",
+    "\r",
+    "\t",
+    "\x0b",
+    "0",
+    "7",
+    ".",
+    "#",
+    "/",
+    "(",
+    "_",
+    "\u{1F600}",
+    "\u{C5}",
+    "\u{17F}",
+    "\u{3000}",
+    "\u{4E00}",
+    "\u{300}",
+    "\u{1}",
+];
+
+#[test]
+fn class_keys_give_the_same_cuts() {
+    // A key and its class key: the same cut analysis after every head, with all probes and
+    // with the quick ones (`cut_at` picks by the key, and the class key keeps that choice).
+    for pattern in KNOWN_PATTERNS {
+        let lm = toy(pattern);
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut replaced = 0;
+        let mut class = Vec::new();
+        for _ in 0..6_000 {
+            let mut text = |max: usize| {
+                let n = rng.random_range(0..=max);
+                (0..n)
+                    .flat_map(|_| {
+                        CLASS_ALPHABET[rng.random_range(0..CLASS_ALPHABET.len())]
+                            .as_bytes()
+                            .to_vec()
+                    })
+                    .collect::<Vec<u8>>()
+            };
+            let mut head = text(6);
+            let token = text(4);
+            if rng.random_bool(0.15) {
+                head.push(0xc3); // a character cut at the end of the node
+            }
+            let Some(key) = fast::lookahead_key(&token) else {
+                continue;
+            };
+            fast::class_key(fast::apostrophe_near(&head), key, &mut class);
+            if class[..] == *key {
+                continue;
+            }
+            replaced += 1;
+            let ends: Vec<usize> = (1..=head.len()).collect();
+            let what = || {
+                format!(
+                    "{pattern}: {:?} + {:?} as {:?}",
+                    String::from_utf8_lossy(&head),
+                    String::from_utf8_lossy(key),
+                    String::from_utf8_lossy(&class)
+                )
+            };
+            assert_eq!(
+                fast::decided_by_key(&head, key),
+                fast::decided_by_key(&head, &class),
+                "{}",
+                what()
+            );
+            assert_eq!(
+                lm.cut_at_full(&head, key, &ends).unwrap(),
+                lm.cut_at_full(&head, &class, &ends).unwrap(),
+                "{}",
+                what()
+            );
+            assert_eq!(
+                lm.cut_at(&head, key, &ends).unwrap(),
+                lm.cut_at(&head, &class, &ends).unwrap(),
+                "{}",
+                what()
+            );
+        }
+        assert!(replaced > 2000, "{pattern}: few keys replaced: {replaced}");
+    }
+}
+
+#[test]
+fn whitespace_class_keys_give_the_same_cuts() {
+    // Tokens that are whitespace runs (shortened to two characters by `class_key`), after
+    // heads that end in every way: with all probes (these keys never take the quick path).
+    const WS: [&str; 7] = [" ", " ", " ", "\n", "\r", "\t", "\u{3000}"];
+    for pattern in KNOWN_PATTERNS {
+        let lm = toy(pattern);
+        let mut rng = StdRng::seed_from_u64(12);
+        let mut shortened = 0;
+        let mut class = Vec::new();
+        for _ in 0..4_000 {
+            let mut head: Vec<u8> = (0..rng.random_range(0..=5))
+                .flat_map(|_| {
+                    let pick = if rng.random_bool(0.4) {
+                        WS[rng.random_range(0..WS.len())]
+                    } else {
+                        CLASS_ALPHABET[rng.random_range(0..CLASS_ALPHABET.len())]
+                    };
+                    pick.as_bytes().to_vec()
+                })
+                .collect();
+            if rng.random_bool(0.1) {
+                head.push(0xc3);
+            }
+            let token: Vec<u8> = (0..rng.random_range(1..=6))
+                .flat_map(|_| WS[rng.random_range(0..WS.len())].as_bytes().to_vec())
+                .collect();
+            let key = fast::lookahead_key(&token).expect("whole characters");
+            fast::class_key(fast::apostrophe_near(&head), key, &mut class);
+            if class.len() < key.len() {
+                shortened += 1;
+            }
+            let ends: Vec<usize> = (1..=head.len()).collect();
+            assert_eq!(
+                lm.cut_at(&head, key, &ends).unwrap(),
+                lm.cut_at(&head, &class, &ends).unwrap(),
+                "{pattern}: {:?} + {:?} as {:?}",
+                String::from_utf8_lossy(&head),
+                String::from_utf8_lossy(key),
+                String::from_utf8_lossy(&class)
+            );
+        }
+        assert!(
+            shortened > 1500,
+            "{pattern}: few keys shortened: {shortened}"
+        );
+    }
+}
+
 #[test]
 fn shortcut_checks_equal_plain_validity() {
     // Every (node, token) pair the marginalisation meets: the shortcuts (lookahead keys,
@@ -264,6 +413,69 @@ fn shortcut_checks_equal_plain_validity() {
         }
         assert!(pairs > 10_000, "{pairs}");
     }
+}
+
+/// A vocabulary of all bytes plus `n` random merges over a few letters (some making a token
+/// that already exists by another split), in a random order of priority: HF semantics with
+/// priorities that need not grow along a token's merges.
+fn shuffled_merges(seed: u64, n: usize) -> ByteLm {
+    use crate::bpe::{Bpe, MissingByte};
+    use crate::encoding::SpecialTokens;
+    use crate::pretokenize::Pretokenizer;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut vocab: Vec<(Vec<u8>, Rank)> = (0..=255u8).map(|b| (vec![b], b as Rank)).collect();
+    let mut pool: Vec<Rank> = b"abc ".iter().map(|&b| b as Rank).collect();
+    let mut merges = Vec::new();
+    while merges.len() < n {
+        let l = pool[rng.random_range(0..pool.len())];
+        let r = pool[rng.random_range(0..pool.len())];
+        let bytes = [&vocab[l as usize].0[..], &vocab[r as usize].0[..]].concat();
+        if bytes.len() > 6 || merges.iter().any(|&(a, b, _)| (a, b) == (l, r)) {
+            continue;
+        }
+        let m = match vocab.iter().find(|(b, _)| *b == bytes) {
+            Some(&(_, id)) => id,
+            None => {
+                let id = vocab.len() as Rank;
+                vocab.push((bytes, id));
+                pool.push(id);
+                id
+            }
+        };
+        merges.push((l, r, m));
+    }
+    for i in (1..merges.len()).rev() {
+        merges.swap(i, rng.random_range(0..=i));
+    }
+    let bpe = Bpe::from_merge_ids(vocab, &merges, false, MissingByte::Error).unwrap();
+    let pretok = Pretokenizer::new(GPT2_PATTERN).unwrap();
+    let enc = Encoding::from_parts(pretok, bpe, SpecialTokens::new(vec![]).unwrap()).unwrap();
+    ByteLm::new(enc).unwrap()
+}
+
+#[test]
+fn canonical_pairs_from_priorities_equal_the_merge_loop() {
+    // Every pair of tokens: the walk over the two merge histories against the merge loop on
+    // the concatenated bytes. Tiktoken ranks (toy vocabularies) and HF merge lists in random
+    // priority order.
+    let mut lms = vec![toy(GPT2_PATTERN)];
+    lms.extend((0..6).map(|seed| shuffled_merges(seed, 60)));
+    let (mut yes, mut no) = (0, 0);
+    for lm in &lms {
+        let ids: Vec<Rank> = lm.enc.bpe().vocab().map(|(_, id)| id).collect();
+        for &a in &ids {
+            for &b in &ids {
+                let v = lm.is_canonical_pair_by_merging(a, b).unwrap();
+                assert_eq!(lm.is_canonical_pair(a, b).unwrap(), v, "{a} {b}");
+                if v {
+                    yes += 1;
+                } else {
+                    no += 1;
+                }
+            }
+        }
+    }
+    assert!(yes > 100_000 && no > 5_000, "{yes} canonical, {no} not");
 }
 
 #[test]
