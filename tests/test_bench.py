@@ -49,6 +49,10 @@ def test_run_tiny(tmp_path: Path) -> None:
     encode_rows = rows[1:]
     for row in encode_rows:
         assert "—" not in row and "fails" not in row, row
+    # Worst cases are put against prose, which this tiny run has not measured.
+    worst = [ln for ln in report.splitlines() if ln.startswith("| random base64 letters |")]
+    assert len(worst) == pairs and all(ln.endswith("| — |") for ln in worst), worst
+    assert report.count("tokenmill / prose |") == pairs
     for dist in ("tokenmill", "tiktoken", "tokenizers", "quicktok-v1", "bpe-qwen", "numpy"):
         assert f"| {dist} |" in report
 

@@ -739,6 +739,7 @@ def _run(
         # Encode.
         header = ["corpus", "threads", "tokenmill MB/s", f"{pair.ref_name} MB/s", "ratio"]
         rows: list[list[str]] = []
+        ours_single: dict[str, _Outcome] = {}
         ref_ids: dict[str, list[list[int]]] = {}
         differ: dict[str, int] = {}
         for cname, docs in pair_docs.items():
@@ -758,6 +759,8 @@ def _run(
 
                 o = _measure(ours_fn, reps)
                 r = _measure(ref_fn, reps)
+                if n == 1:
+                    ours_single[cname] = o
                 rows.append(
                     [cname, str(n), _fmt_rate(o, nbytes), _fmt_rate(r, nbytes), _ratio(o, r)]
                 )
@@ -806,6 +809,14 @@ def _run(
         lines.append("")
         # Worst cases.
         wrows: list[list[str]] = []
+        # The bound: each worst case within 3x the time of as much ordinary prose
+        # (single-thread encode of the prose corpus, this run).
+        prose = ours_single.get("prose")
+        prose_per_mb = (
+            prose.seconds / (pair_sizes["prose"] / MB)
+            if prose is not None and prose.seconds and pair_sizes.get("prose")
+            else None
+        )
         inputs_by_size = {s: _worst_inputs(int(s * MB)) for s in worst_sizes_mb}
         case_names = list(next(iter(inputs_by_size.values())).keys()) if inputs_by_size else []
         for case in case_names:
@@ -831,6 +842,7 @@ def _run(
                     " / ".join(_fmt_secs(o) for o in ref_times),
                     _growth(ref_times, worst_sizes_mb),
                     _ratio(ours_times[-1], ref_times[-1]),
+                    _times_prose(ours_times[-1], worst_sizes_mb[-1], prose_per_mb),
                 ]
             )
         size_label = " / ".join(f"{s:g}" for s in worst_sizes_mb)
@@ -843,13 +855,16 @@ def _run(
                 pair.ref_name,
                 "growth",
                 f"ratio at {worst_sizes_mb[-1]:g} MB" if worst_sizes_mb else "ratio",
+                "tokenmill / prose",
             ],
             wrows,
         )
         lines += [
             "",
             "growth = time at the largest size / time at the smallest, divided by "
-            "the size ratio: 1.0 is linear, 2.0 means time grows twice as fast as input.",
+            "the size ratio: 1.0 is linear, 2.0 means time grows twice as fast as input. "
+            "tokenmill / prose = tokenmill's time at the largest size / its time for as many "
+            "bytes of the prose corpus (single thread, the encode table above).",
             "",
         ]
 
@@ -880,6 +895,12 @@ def _measure_within_budget(
     if t.seconds is not None and t.seconds * 16 * 16 > WORST_BUDGET_S:
         return _Outcome(error=f"not run (1/16 of it: {_fmt_secs(t)})")
     return _measure(fn, repeats)
+
+
+def _times_prose(t: _Outcome, size_mb: float, prose_per_mb: float | None) -> str:
+    if t.seconds is None or not prose_per_mb or size_mb <= 0:
+        return "—"
+    return f"{t.seconds / (size_mb * prose_per_mb):.2f}x"
 
 
 def _growth(times: Sequence[_Outcome], sizes: Sequence[float]) -> str:
