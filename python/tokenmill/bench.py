@@ -581,7 +581,11 @@ def _qwen3_pairs(libs: _Libs, notes: list[str]) -> list[_Pair]:
                 ref_decode=_tt_decode,
                 ref_batch_note=(
                     "bpe-qwen's `encode_batch_parallel` always uses Rayon's global pool (every "
-                    "core); its ids are compared with `encode`"
+                    "core); its ids are compared with `encode`. Where they differ (3 of the 297 "
+                    "multilingual documents of the bench corpus, checked 2026-11-24), HF "
+                    "tokenizers on the same vocabulary and quicktok-v1 give tokenmill's ids: "
+                    "bpe-qwen 0.1.5 joins a space to a following non-ASCII decimal digit "
+                    "(Oriya, Kannada, Myanmar), which Qwen2's pattern splits as `\\p{N}`"
                 ),
                 prepare=_nfc,
             )
