@@ -30,7 +30,7 @@ def test_run_tiny(tmp_path: Path) -> None:
         "## Qwen3 vocabulary (quicktok's bundled copy), NFC-normalised text: tokenmill vs "
         "quicktok-v1",
         "## Qwen3 vocabulary (quicktok's bundled copy), NFC-normalised text: tokenmill vs bpe-qwen",
-        "### Load time",
+        "### Load time and memory",
         "### Encode",
         "### Decode",
         "### Worst cases",
@@ -49,6 +49,9 @@ def test_run_tiny(tmp_path: Path) -> None:
     encode_rows = rows[1:]
     for row in encode_rows:
         assert "—" not in row and "fails" not in row, row
+    # Memory is read from /proc on Linux, the only system CI runs on.
+    load = [ln for ln in report.splitlines() if ln.endswith(" MiB |")]
+    assert len(load) >= 2, load
     # Worst cases are put against prose, which this tiny run has not measured.
     worst = [ln for ln in report.splitlines() if ln.startswith("| random base64 letters |")]
     assert len(worst) == pairs and all(ln.endswith("| — |") for ln in worst), worst

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import ctypes
 import gc
 import hashlib
 import importlib
@@ -186,6 +187,36 @@ def _measure(fn: Callable[[], object], repeats: int) -> _Outcome:
             raise
         name = type(e).__name__
         return _Outcome(error=f"fails ({name})")
+
+
+def _resident_bytes() -> int | None:
+    """This process's resident memory (Linux), after returning freed memory to the OS."""
+    gc.collect()
+    try:
+        # glibc keeps freed heap memory mapped; without a trim, what a load freed would count.
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _memory_of(load: Callable[[], object]) -> str:
+    """Resident memory one more loaded encoding keeps (its file read and parsed, temporaries
+    freed), as the growth of this process's RSS; '—' where that cannot be read."""
+    try:
+        before = _resident_bytes()
+        kept = load()
+        after = _resident_bytes()
+        del kept
+    except Exception:
+        return "—"
+    if before is None or after is None:
+        return "—"
+    return f"{max(after - before, 0) / 2**20:.1f} MiB"
 
 
 def _fmt_rate(o: _Outcome | None, nbytes: int) -> str:
@@ -720,12 +751,24 @@ def _run(
             say(f"{pair.title}: load time")
             lo = _measure(pair.ours_load, reps)
             lr = _measure(pair.ref_load, reps)
-            lines += ["### Load time", ""]
+            mo, mr = _memory_of(pair.ours_load), _memory_of(pair.ref_load)
+            lines += ["### Load time and memory", ""]
             lines += _table(
-                ["tokenmill", pair.ref_name, "ratio"],
-                [[_fmt_secs(lo), _fmt_secs(lr), _ratio(lo, lr)]],
+                [
+                    "tokenmill",
+                    pair.ref_name,
+                    "ratio",
+                    "tokenmill memory",
+                    f"{pair.ref_name} memory",
+                ],
+                [[_fmt_secs(lo), _fmt_secs(lr), _ratio(lo, lr), mo, mr]],
             )
-            lines.append("")
+            lines += [
+                "",
+                "memory = growth of this process's resident memory when one more encoding is "
+                "loaded from its file and kept (after `gc.collect()` and glibc's `malloc_trim`).",
+                "",
+            ]
         # Warm up (lazy regex / cache initialisation is not throughput).
         for warm_docs in pair_docs.values():
             for d in warm_docs[:3]:
