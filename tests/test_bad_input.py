@@ -280,6 +280,22 @@ def test_malformed_tokenizer_json(
         assert p.name in str(e), f"message does not name the file: {e}"
 
 
+def test_tokenizer_json_not_utf8(tm: Any, llama3_json: str, tmp_path: Path) -> None:
+    """A file with bytes that are not UTF-8 is malformed, and the error names the file;
+    HF tokenizers refuses it too."""
+    from tokenizers import Tokenizer
+
+    raw = llama3_json.encode("utf-8")
+    # Inside the first token string of the vocabulary, where a JSON parser reads it.
+    at = raw.index(b'"vocab"')
+    at = raw.index(b'"', raw.index(b"{", at)) + 1
+    p = tmp_path / "latin1.json"
+    p.write_bytes(raw[:at] + b"\xe9\xff" + raw[at:])
+    expect_raises(Exception, lambda: Tokenizer.from_file(str(p)))
+    e = expect_raises(tm.InvalidFileError, lambda: tm.Tokenizer.from_file(str(p)))
+    assert isinstance(e, ValueError) and p.name in str(e) and "UTF-8" in str(e), e
+
+
 def test_missing_tokenizer_json(tm: Any, tmp_path: Path) -> None:
     p = tmp_path / "nope.json"
     e = expect_raises((OSError, ValueError), lambda: tm.Tokenizer.from_file(str(p)))

@@ -65,7 +65,10 @@ def test_pickle_custom_encoding(tm: Any, tt_cl100k: Any) -> None:
 
 
 def test_pickle_tokenizer_round_trip(
-    hf_pairs: dict[str, tuple[Any, Any]], small_corpora: dict[str, list[str]]
+    hf_pairs: dict[str, tuple[Any, Any]],
+    hf_json_variants: dict[str, str],
+    small_corpora: dict[str, list[str]],
+    tm: Any,
 ) -> None:
     docs = [*_mixed_docs(small_corpora, 4), "x <|begin_of_text|> y <|endoftext|> <custom_tag>"]
     for variant in ("llama3", "gpt2-bos"):
@@ -73,6 +76,11 @@ def test_pickle_tokenizer_round_trip(
         got = lazy.get()
         got2 = pickle.loads(no_panic(lambda got=got: pickle.dumps(got)))
         assert got2.get_vocab_size() == ref.get_vocab_size()
+        # The file comes back as it was loaded, through pickling too.
+        assert got2.to_str() == got.to_str() == hf_json_variants[variant]
+        # Pickles from before the JSON was kept as bytes carry a str.
+        old_tok = tm.hf._rebuild(got.to_str(), {"source_name": "old pickle"})
+        assert old_tok.encode_ids(docs[0]) == ref.encode(docs[0]).ids
         for d in docs:
             r, g = ref.encode(d), got2.encode(d)
             assert g.ids == r.ids, variant

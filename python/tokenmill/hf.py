@@ -25,9 +25,20 @@ class Tokenizer:
     """A Hugging Face byte-level BPE tokenizer (from `tokenizer.json`)."""
 
     def __init__(self, json_str: str, *, source_name: str = "<string>") -> None:
-        self._json = json_str
         self._source_name = source_name
         self._core = _core.HfTokenizer.from_str(json_str, source_name)
+        # Kept as UTF-8 bytes for `to_str`/`save`/pickling: a `str` of a GPT-2-style
+        # vocabulary holds two bytes per character (and a cached UTF-8 copy once Rust has
+        # read it), three times the file's size.
+        self._json = json_str.encode("utf-8")
+
+    @classmethod
+    def _from_utf8(cls, raw: bytes, source_name: str) -> Tokenizer:
+        tok = cls.__new__(cls)
+        tok._source_name = source_name
+        tok._core = _core.HfTokenizer.from_utf8(raw, source_name)
+        tok._json = raw
+        return tok
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Tokenizer:
@@ -36,11 +47,7 @@ class Tokenizer:
         with open(path, "rb") as f:
             raw = f.read()
         try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise _core.InvalidFileError(f"{path}: not UTF-8 ({e})") from None
-        try:
-            return cls(text, source_name=path)
+            return cls._from_utf8(raw, path)
         except _core.UnsupportedFeatureError as e:
             # The Rust side names the feature; say which file asked for it.
             raise _core.UnsupportedFeatureError(f"{path}: {e}") from None
@@ -51,16 +58,16 @@ class Tokenizer:
 
     def to_str(self) -> str:
         """The tokenizer.json this tokenizer was loaded from."""
-        return self._json
+        return self._json.decode("utf-8")
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        with open(path, "w", encoding="utf-8") as f:
+        with open(path, "wb") as f:
             f.write(self._json)
 
     def __repr__(self) -> str:
         return f"<tokenmill.Tokenizer from {self._source_name}>"
 
-    def __reduce__(self) -> tuple[object, tuple[str, dict[str, str]]]:
+    def __reduce__(self) -> tuple[object, tuple[bytes, dict[str, str]]]:
         return (_rebuild, (self._json, {"source_name": self._source_name}))
 
     # ------------------------------------------------------------------ encoding
@@ -137,5 +144,8 @@ def _not_utf8(e: UnicodeEncodeError) -> TypeError:
     return TypeError(f"text is not valid Unicode and cannot be encoded as UTF-8: {e}")
 
 
-def _rebuild(json_str: str, kwargs: dict[str, str]) -> Tokenizer:
-    return Tokenizer(json_str, **kwargs)
+def _rebuild(json: str | bytes, kwargs: dict[str, str]) -> Tokenizer:
+    # Pickles made before the JSON was kept as bytes hold a str.
+    if isinstance(json, str):
+        return Tokenizer(json, **kwargs)
+    return Tokenizer._from_utf8(json, kwargs.get("source_name", "<string>"))
