@@ -19,6 +19,7 @@ use crate::encoding::{par_map, Encoding, SpecialTokens};
 use crate::error::{Error, Result};
 use crate::normalize;
 use crate::pretokenize::Pretokenizer;
+use crate::str_table::StrTable;
 use crate::Rank;
 
 /// The regex of the ByteLevel pre-tokenizer when `use_regex` is true.
@@ -120,8 +121,7 @@ pub struct HfTokenizer {
     raw_matcher: Option<AddedMatcher>,
     normalized_matcher: Option<AddedMatcher>,
     /// Vocabulary strings by id and back (model vocabulary only).
-    id_to_str: Vec<Option<String>>,
-    str_to_id: FxHashMap<String, Rank>,
+    strings: StrTable,
     /// What the decoder turns each added token into (model tokens decode from `bpe`).
     decoded_added: FxHashMap<Rank, Vec<u8>>,
     decoder_byte_level: bool,
@@ -263,24 +263,23 @@ impl HfTokenizer {
             .map(|(_, id)| *id as usize + 1)
             .max()
             .unwrap_or(0);
-        let mut id_to_str: Vec<Option<String>> = vec![None; max_id];
-        let mut str_to_id = FxHashMap::with_capacity_and_hasher(vocab.0.len(), Default::default());
-        let mut byte_vocab = Vec::with_capacity(vocab.0.len());
-        for (token, id) in vocab.0 {
-            if let Some(prev) = &id_to_str[id as usize] {
-                return Err(bad(format!(
+        let mut strings = StrTable::new(vocab.0.iter().map(|(t, id)| (t.as_ref(), *id)), max_id)
+            .map_err(|(id, prev, token)| {
+                bad(format!(
                     "model.vocab: tokens {prev:?} and {token:?} share id {id}"
-                )));
-            }
+                ))
+            })?;
+        // A token listed twice keeps its later id, as serde's map does.
+        strings.index(vocab.0.iter().map(|(_, id)| *id));
+        let mut byte_vocab = Vec::with_capacity(vocab.0.len());
+        for (token, id) in &vocab.0 {
             // Strings outside the byte alphabet can never come out of byte-level
             // pre-tokenization; they stay addressable by id but take no part in merging.
-            if let Some(bytes) = bytes_unicode::decode_token(&token) {
-                byte_vocab.push((bytes, id));
+            if let Some(bytes) = bytes_unicode::decode_token(token) {
+                byte_vocab.push((bytes, *id));
             }
-            let token = token.into_owned();
-            id_to_str[id as usize] = Some(token.clone());
-            str_to_id.insert(token, id);
         }
+        drop(vocab);
 
         let mut merges = Vec::with_capacity(merges_list.len());
         let mut buf = String::new();
@@ -300,7 +299,7 @@ impl HfTokenizer {
                 MergeRepr::Pair(l, r) => (l.as_ref(), r.as_ref()),
             };
             let id = |t: &str| {
-                str_to_id.get(t).copied().ok_or_else(|| {
+                strings.id_of(t).ok_or_else(|| {
                     bad(format!(
                         "model.merges[{i}] ({l} {r}) names unknown token {t:?}"
                     ))
@@ -310,7 +309,7 @@ impl HfTokenizer {
             buf.clear();
             buf.push_str(l);
             buf.push_str(r);
-            let mid = str_to_id.get(buf.as_str()).copied().ok_or_else(|| {
+            let mid = strings.id_of(buf.as_str()).ok_or_else(|| {
                 bad(format!(
                     "model.merges[{i}] ({l} {r}) produces {buf:?}, which is not in model.vocab"
                 ))
@@ -319,8 +318,8 @@ impl HfTokenizer {
         }
         let missing = match &model.unk_token {
             Some(unk) => MissingByte::Unk {
-                id: *str_to_id
-                    .get(unk.as_str())
+                id: strings
+                    .id_of(unk.as_str())
                     .ok_or_else(|| bad(format!("model.unk_token {unk:?} is not in model.vocab")))?,
                 fuse: model.fuse_unk.unwrap_or(false),
             },
@@ -435,8 +434,7 @@ impl HfTokenizer {
             added_by_id,
             raw_matcher,
             normalized_matcher,
-            id_to_str,
-            str_to_id,
+            strings,
             decoded_added,
             decoder_byte_level,
             nfc,
@@ -618,21 +616,17 @@ impl HfTokenizer {
             let extra = self
                 .added
                 .iter()
-                .filter(|t| !self.str_to_id.contains_key(&t.content))
+                .filter(|t| self.strings.id_of(&t.content).is_none())
                 .count();
-            self.str_to_id.len() + extra
+            self.strings.len() + extra
         } else {
-            self.str_to_id.len()
+            self.strings.len()
         }
     }
 
     /// The vocabulary: model tokens, then added tokens (which win on conflicts, as in HF).
     pub fn vocab(&self, with_added_tokens: bool) -> Vec<(&str, Rank)> {
-        let mut v: Vec<(&str, Rank)> = self
-            .str_to_id
-            .iter()
-            .map(|(s, &i)| (s.as_str(), i))
-            .collect();
+        let mut v: Vec<(&str, Rank)> = self.strings.iter().collect();
         if with_added_tokens {
             v.extend(self.added.iter().map(|t| (t.content.as_str(), t.id)));
         }
@@ -642,7 +636,7 @@ impl HfTokenizer {
     pub fn token_to_id(&self, token: &str) -> Option<Rank> {
         match self.added_by_content.get(token) {
             Some(&i) => Some(self.added[i].id),
-            None => self.str_to_id.get(token).copied(),
+            None => self.strings.id_of(token),
         }
     }
 
@@ -650,7 +644,7 @@ impl HfTokenizer {
         if let Some(&i) = self.added_by_id.get(&id) {
             return Some(&self.added[i].content);
         }
-        self.id_to_str.get(id as usize).and_then(|s| s.as_deref())
+        self.strings.str_of(id)
     }
 
     pub fn is_special(&self, id: Rank) -> bool {
@@ -905,10 +899,7 @@ impl HfTokenizer {
     }
 
     fn model_token_str(&self, id: Rank) -> &str {
-        self.id_to_str
-            .get(id as usize)
-            .and_then(|s| s.as_deref())
-            .unwrap_or_default()
+        self.strings.str_of(id).unwrap_or_default()
     }
 
     /// The ByteLevel post-processor's `trim_offsets` (HF `process_offsets`): leading and
@@ -1003,7 +994,7 @@ impl HfTokenizer {
             }
             let b: &[u8] = if let Some(b) = self.decoded_added.get(&id) {
                 b
-            } else if let Some(Some(tok)) = self.id_to_str.get(id as usize) {
+            } else if let Some(tok) = self.strings.str_of(id) {
                 match self.bpe.token_bytes(id) {
                     Some(b) if self.decoder_byte_level => b,
                     // Outside the byte alphabet, or no byte-level decoder: the string itself.

@@ -22,6 +22,7 @@ pub mod hf;
 mod normalize;
 pub mod pretokenize;
 pub mod speculative;
+mod str_table;
 pub mod tiktoken_file;
 mod token_table;
 pub mod train;
