@@ -7,10 +7,10 @@ one token of its own, and compacts the KV cache to that path. Greedy output equa
 `model.generate(do_sample=False)` token for token; sampled output is distributed exactly as
 ordinary sampling with the same temperature / top-k / top-p.
 
-Batch > 1 would need one tree per row padded to a common node count (the mask already has a
-batch dimension), per-row position ids, and a cache compaction that gathers a different path
-per row and then left-pads rows of different lengths, i.e. a per-row cache length, which
-`DynamicCache` does not have; it is not implemented.
+Batch > 1 is not implemented; docs/speculative.md lays out what it would take (sessions split
+from the learnt drafter state, trees padded to a common size chosen jointly, per-row positions
+and masks; the dead-slot cache layout already absorbs ragged acceptance, so only the occasional
+gather becomes a padded per-row `torch.gather`).
 """
 
 from __future__ import annotations
