@@ -628,3 +628,71 @@ def test_logits_paths_equal_torch_reductions(monkeypatch: Any) -> None:
     ids_t, probs_t = d_torch._spec.adjacency()
     np.testing.assert_array_equal(ids_r, ids_t)
     np.testing.assert_allclose(probs_r, probs_t, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fused_greedy_steps_equal_the_separate_calls(arch: str, monkeypatch: Any) -> None:
+    """On the CPU a greedy step is one Rust call (`Speculator.step_greedy`); the same decodings
+    through the separate calls give the same tokens, trees, accepted drafts, adjacency matrix
+    and context, over every drafter, fixed and automatic budgets (a cost curve that makes the
+    size choice and the calibration matter), EOS, dead cache slots and learned positions."""
+    pos_limit = {"max_positions": 40} if arch == "gpt2" else {}
+    model = _model(arch, sliding_window=6 if arch == "mistral" else None, **pos_limit)
+    rng = np.random.default_rng(6)
+    curve = [1.0 + 0.08 * n for n in range(sp.AUTO_MAX_NODES)]
+    monkeypatch.setattr(sp, "_MAX_DEAD", 0.3)
+    drafted = stopped = 0
+    for trial in range(6):
+        base = rng.integers(0, 64, 5)
+        prompt = torch.from_numpy(np.concatenate([base, base, base[:3]]))[None]
+        # Odd trials stop at EOS: a token greedy decoding produces a few steps in.
+        ref = _reference(model, prompt, 27, do_sample=False)
+        eos = int(ref[0, prompt.shape[1] + 4 + trial]) if trial % 2 else None
+        for drafter, budget in itertools.product(("recycling", "lookup", "all"), (0, 7, "auto")):
+            runs = []
+            for fused in (True, False):
+                monkeypatch.setattr(sp, "_FUSED", fused)
+                d = sp.Drafter(64, drafter, k=4)
+                r = sp.generate(
+                    model,
+                    prompt,
+                    max_new_tokens=27,
+                    drafter=d,
+                    tree_budget=budget,
+                    cost_curve=curve,
+                    eos_token_id=eos,
+                )
+                runs.append((r, d))
+            (f, df), (s, ds) = runs
+            assert f.tokens == s.tokens, (trial, drafter, budget)
+            assert f.stats.tree_sizes == s.stats.tree_sizes
+            assert f.stats.drafts_accepted == s.stats.drafts_accepted
+            assert df._spec.context == ds._spec.context
+            for a, b in zip(df._spec.adjacency(), ds._spec.adjacency(), strict=True):
+                np.testing.assert_array_equal(a, b)
+            drafted += sum(n > 1 for n in f.stats.tree_sizes)
+            stopped += eos is not None and len(f.tokens) < 27
+    assert drafted > 50 and stopped > 0
+
+
+def test_fused_step_binding_rejects_misuse() -> None:
+    s = Speculator(16, [("recycling", 1.0)])
+    with pytest.raises(ValueError, match="begin"):
+        s.step_greedy(np.zeros((1, 16), dtype=np.float32), 4)
+    prompt = np.array([1, 2, 3], dtype=np.int64)
+    with pytest.raises(ValueError, match="costs"):
+        s.begin(prompt, budget=4, costs=np.zeros(3), max_dead=0.25, fill=-1.0)
+    with pytest.raises(ValueError, match="window"):
+        s.begin(prompt, budget=4, max_dead=0.25, window=0, fill=-1.0)
+    with pytest.raises(ValueError, match="vocabulary"):
+        s.begin(np.array([1, 16], dtype=np.int64), budget=4, max_dead=0.25, fill=-1.0)
+    ids, pos, mask, _ = s.begin(prompt, budget=0, eos=[-5, 2**40, 7], max_dead=0.25, fill=-1.0)
+    np.testing.assert_array_equal(ids, [[3]])
+    np.testing.assert_array_equal(pos, [[2]])
+    assert mask is None
+    with pytest.raises(ValueError, match="logits"):
+        s.step_greedy(np.zeros((2, 16), dtype=np.float32), 4)
+    logits = np.zeros((1, 16), dtype=np.float32)
+    logits[0, 7] = 1.0  # an EOS id ends the generation
+    tokens, drafts, done, live, inputs, _, _ = s.step_greedy(logits, 4)
+    assert (tokens, drafts, done, live, inputs) == ([7], 0, True, None, None)

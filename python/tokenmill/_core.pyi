@@ -273,6 +273,41 @@ class Speculator:
         npt.NDArray[np.float32] | npt.NDArray[np.float64] | None,
         float,
     ]: ...
+    def begin(
+        self,
+        prompt: npt.NDArray[np.int64],
+        *,
+        budget: int,
+        costs: npt.NDArray[np.float64] | None = None,
+        max_pos: int | None = None,
+        eos: Sequence[int] = (),
+        max_dead: float,
+        window: int | None = None,
+        fill: float,
+        float64: bool = False,
+    ) -> tuple[
+        npt.NDArray[np.int64],
+        npt.NDArray[np.int64],
+        npt.NDArray[np.float32] | npt.NDArray[np.float64] | None,
+        float,
+    ]: ...
+    def step_greedy(
+        self, logits: npt.NDArray[np.float32], remaining: int
+    ) -> tuple[
+        list[int],
+        int,
+        bool,
+        npt.NDArray[np.int64] | None,
+        tuple[
+            npt.NDArray[np.int64],
+            npt.NDArray[np.int64],
+            npt.NDArray[np.float32] | npt.NDArray[np.float64] | None,
+            float,
+        ]
+        | None,
+        float,
+        float,
+    ]: ...
     def settle(self, nodes: Sequence[int], max_dead: float) -> npt.NDArray[np.int64] | None: ...
     def tree_inputs(
         self,

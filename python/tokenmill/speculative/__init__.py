@@ -7,10 +7,10 @@ one token of its own, and compacts the KV cache to that path. Greedy output equa
 `model.generate(do_sample=False)` token for token; sampled output is distributed exactly as
 ordinary sampling with the same temperature / top-k / top-p.
 
-Batch > 1 would need one tree per row padded to a common node count (the mask already has a
-batch dimension), per-row position ids, and a cache compaction that gathers a different path
-per row and then left-pads rows of different lengths, i.e. a per-row cache length, which
-`DynamicCache` does not have; it is not implemented.
+Batch > 1 is not implemented; docs/speculative.md lays out what it would take (sessions split
+from the learnt drafter state, trees padded to a common size chosen jointly, per-row positions
+and masks; the dead-slot cache layout already absorbs ragged acceptance, so only the occasional
+gather becomes a padded per-row `torch.gather`).
 """
 
 from __future__ import annotations
@@ -57,6 +57,12 @@ AUTO_MAX_NODES = 64
 #: (2-10 us each on the CPU, i.e. up to 1-2% of a small model's forward), while a few dead keys
 #: cost the attention almost nothing; one gather then drops them all.
 _MAX_DEAD = 0.25
+#: On the CPU, a greedy step is one Rust call (`Speculator.step_greedy`: verification, Token
+#: Recycling's update, calibration, EOS cut, cache layout, next draft and its inputs) instead of
+#: five with Python between them: code between two forwards runs with cold caches, so each
+#: call and line costs several times what it costs in a loop. False takes the separate calls
+#: (the path sampling and GPUs use), for tests comparing both.
+_FUSED = True
 
 
 class Drafter:
@@ -331,9 +337,74 @@ def generate(
         if len(prompt) > 1:
             model(input_ids=prompt_t[:, :-1].to(device), past_key_values=cache, use_cache=True)
         prefix_len = len(prompt) - 1
-        spec.start(np.asarray(prompt, dtype=np.int64))
-        stats.prefill = time.perf_counter() - t0
         done = max_new_tokens == 0
+        fused = host and not do_sample and _FUSED and not done
+        if not fused:
+            spec.start(np.asarray(prompt, dtype=np.int64))
+        stats.prefill = time.perf_counter() - t0
+        if fused:
+            logits_f32 = info.dtype == torch.float32
+            t0 = time.perf_counter()
+            inputs: Any = spec.begin(
+                np.asarray(prompt, dtype=np.int64),
+                budget=budget,
+                costs=costs,
+                max_pos=max_pos or None,
+                eos=sorted(e for e in eos if 0 <= e < info.vocab_size),
+                max_dead=_MAX_DEAD,
+                window=info.window,
+                fill=mask_fill,
+                float64=mask_f64,
+            )
+            t1 = time.perf_counter()
+            stats.drafting += t1 - t0
+            stats.rust += t1 - t0
+        step_log: list[tuple[Any, ...]] = []
+        while fused and not done:
+            t0 = time.perf_counter()
+            ids_a, pos_a, mask_a, _ = inputs
+            n = ids_a.shape[1]
+            ids = torch.from_numpy(ids_a)
+            pos = torch.from_numpy(pos_a)
+            attn = None if mask_a is None else torch.from_numpy(mask_a)
+            if mask_cast and attn is not None:
+                attn = attn.to(info.dtype)
+            t2 = time.perf_counter()
+            out = model(
+                input_ids=ids,
+                position_ids=pos,
+                attention_mask=attn,
+                past_key_values=cache,
+                use_cache=True,
+            )
+            t3 = time.perf_counter()
+            # float32 as in `model.generate` (see below); Rust reads the logits in place, as
+            # the model returns them (1, n, vocab): each torch call here costs 5-10 us.
+            lg = out.logits
+            rows = (lg if logits_f32 else lg.float()).numpy()
+            t4 = time.perf_counter()
+            step_tokens, drafts, done, live, inputs, _, t_draft = spec.step_greedy(
+                rows, max_new_tokens - len(new)
+            )
+            t5 = time.perf_counter()
+            if live is not None:
+                gather_cache(cache, torch.from_numpy(live))
+            new.extend(step_tokens)
+            if streamer is not None:
+                streamer.put(torch.tensor(step_tokens, dtype=torch.long))
+            t8 = time.perf_counter()
+            # Timestamps only; summed after the loop (attribute updates cost here too).
+            step_log.append((len(step_tokens), n, drafts, t0, t2, t3, t4, t5, t8, t_draft))
+        for k, n, drafts, t0, t2, t3, t4, t5, t8, t_draft in step_log:
+            stats.steps += 1
+            stats.accepted.append(k)
+            stats.tree_sizes.append(n)
+            stats.drafts_accepted.append(drafts)
+            stats.drafting += (t2 - t0) + t_draft
+            stats.forward += t3 - t2
+            stats.verification += (t5 - t3) - t_draft
+            stats.rust += t5 - t4
+            stats.cache += t8 - t5
         while not done:
             t0 = time.perf_counter()
             # Tree positions stay within the trained positions (learned ones cannot go beyond).
@@ -375,6 +446,7 @@ def generate(
                 past_key_values=cache,
                 use_cache=True,
             )
+            t3 = time.perf_counter()
             # float32 as in `model.generate`, so that argmax ties break the same way (a no-op
             # for a float32 model).
             logits = out.logits[0].float()
@@ -384,7 +456,7 @@ def generate(
             # over every node's row. On a GPU the reductions stay there and only their small
             # results cross.
             rows = logits.numpy() if host else None
-            t3 = time.perf_counter()
+            t_rows = time.perf_counter()
             if do_sample:
                 scores_t = logits
                 for w in warpers:
@@ -394,7 +466,7 @@ def generate(
                 t4 = time.perf_counter()
                 nodes, step_tokens = spec.verify_sample(probs, uniforms)
             elif rows is not None:
-                t4 = t3
+                t4 = t_rows
                 nodes, step_tokens = spec.verify_greedy_logits(rows)
             else:
                 argmax = logits.argmax(dim=-1).cpu().numpy()

@@ -6,8 +6,8 @@ use std::sync::Mutex;
 
 use numpy::ndarray::{Array2, Array4};
 use numpy::{
-    IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArray,
-    PyUntypedArrayMethods, ToPyArray,
+    IntoPyArray, PyArray1, PyArray2, PyReadonlyArray, PyReadonlyArray1, PyReadonlyArray2,
+    PyReadonlyArrayDyn, PyUntypedArray, PyUntypedArrayMethods, ToPyArray,
 };
 use pyo3::prelude::*;
 use tokenmill_core::speculative::{self as core, DrafterKind, Verified};
@@ -146,12 +146,13 @@ fn verified(v: &Verified, tree: &core::DraftTree) -> (Vec<usize>, Vec<Rank>) {
 /// `Tensor.numpy()`, which shares memory). Unlike `crate::run`, the GIL stays held: released,
 /// another Python thread could write the tensor while Rust reads it. The work is a fraction of
 /// a millisecond, so holding it costs nothing. Panics become `RuntimeError`s, as in `run`.
-fn on_buffer<T, R>(
-    a: &PyReadonlyArray2<'_, T>,
+fn on_buffer<T, D, R>(
+    a: &PyReadonlyArray<'_, T, D>,
     f: impl FnOnce(&[T]) -> tokenmill_core::Result<R>,
 ) -> PyResult<R>
 where
     T: numpy::Element + Clone,
+    D: numpy::ndarray::Dimension,
 {
     let view = a.as_array();
     let owned;
@@ -178,11 +179,33 @@ fn check_window(window: Option<usize>) -> PyResult<()> {
     Ok(())
 }
 
+/// How the fused steps build a forward's mask (`Speculator.begin`).
+#[derive(Debug, Clone, Copy)]
+struct MaskOpts {
+    window: Option<usize>,
+    fill: f64,
+    float64: bool,
+}
+
+/// (new tokens, drafts accepted, done, live slots to gather to or None, the next forward's
+/// inputs or None when done, seconds verifying, seconds drafting).
+type StepResult<'py> = (
+    Vec<Rank>,
+    usize,
+    bool,
+    Option<Bound<'py, PyArray1<i64>>>,
+    Option<ForwardInputs<'py>>,
+    f64,
+    f64,
+);
+
 /// Drafting and verification state of one decoding session (plus the adjacency matrix and
 /// tri-gram table, which persist across sessions).
 #[pyclass(module = "tokenmill._core", frozen)]
 pub struct Speculator {
     inner: Mutex<core::Speculator>,
+    /// Mask settings of the session `begin` started (None before).
+    mask: Mutex<Option<MaskOpts>>,
 }
 
 impl Speculator {
@@ -223,6 +246,7 @@ impl Speculator {
         .map_err(errors::to_py)?;
         Ok(Speculator {
             inner: Mutex::new(inner),
+            mask: Mutex::new(None),
         })
     }
 
@@ -324,6 +348,118 @@ impl Speculator {
             ))
         })?;
         inputs_to_py(py, parts, slots)
+    }
+
+    /// Starts a session of fused greedy steps on `prompt` (as `start`) and drafts its first
+    /// tree: returns that forward's inputs (as `draft_inputs`). The settings hold for the
+    /// session: `budget` drafts per step at most, `costs` (forward cost curve, as in `draft`),
+    /// `max_pos` (learned positions: trees stay below), `eos` (ids that end the generation),
+    /// `max_dead` (as in `settle`), and the mask's `window`, `fill` and `float64`.
+    #[pyo3(signature = (prompt, *, budget, costs=None, max_pos=None, eos=Vec::new(), max_dead, window=None, fill, float64=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn begin<'py>(
+        &self,
+        py: Python<'py>,
+        prompt: PyReadonlyArray1<'py, i64>,
+        budget: usize,
+        costs: Option<PyReadonlyArray1<'py, f64>>,
+        max_pos: Option<usize>,
+        eos: Vec<i64>,
+        max_dead: f64,
+        window: Option<usize>,
+        fill: f64,
+        float64: bool,
+    ) -> PyResult<ForwardInputs<'py>> {
+        check_window(window)?;
+        let prompt = ids_from_i64(prompt.as_array().iter().copied(), "prompt")?;
+        // An id no token can have never ends the generation.
+        let eos = eos
+            .into_iter()
+            .filter_map(|x| Rank::try_from(x).ok())
+            .collect();
+        let config = core::StepConfig {
+            budget,
+            max_pos,
+            costs: costs.map(|c| c.as_array().to_vec()),
+            eos,
+            max_dead,
+        };
+        let opts = MaskOpts {
+            window,
+            fill,
+            float64,
+        };
+        let mut guard = self.lock()?;
+        let s = &mut *guard;
+        let (parts, slots) = crate::run(py, || {
+            s.begin(&prompt, config)?;
+            let t = s.tree().expect("drafted");
+            Ok((
+                inputs_of(t, Ok(s.slots()), window, fill, float64),
+                s.slots().len(),
+            ))
+        })?;
+        *self.mask.lock().unwrap_or_else(|e| e.into_inner()) = Some(opts);
+        inputs_to_py(py, parts, slots)
+    }
+
+    /// One fused greedy step of the session `begin` started, after the current tree's forward:
+    /// `logits` (float32, n x vocab or the model's own 1 x n x vocab, so that no indexing is
+    /// needed in Python; read in place) -> verification, Token Recycling's update,
+    /// the score calibration, the cut at EOS and at `remaining` new tokens, `settle`, `accept`
+    /// and, unless the generation is over, the next tree. Returns (new tokens, drafts
+    /// accepted, done, live slots to gather every layer to or None, the next forward's inputs
+    /// or None when done, seconds verifying, seconds drafting).
+    fn step_greedy<'py>(
+        &self,
+        py: Python<'py>,
+        logits: PyReadonlyArrayDyn<'py, f32>,
+        remaining: usize,
+    ) -> PyResult<StepResult<'py>> {
+        let shape = logits.shape();
+        if !(shape.len() == 2 || (shape.len() == 3 && shape[0] == 1)) {
+            return Err(errors::to_py(Error::InvalidArgument(format!(
+                "logits must be (tree nodes, vocab) or (1, tree nodes, vocab), got shape {shape:?}"
+            ))));
+        }
+        let opts = (*self.mask.lock().unwrap_or_else(|e| e.into_inner())).ok_or_else(|| {
+            errors::to_py(Error::InvalidArgument(
+                "no session: call begin() first".into(),
+            ))
+        })?;
+        let mut guard = self.lock()?;
+        let s = &mut *guard;
+        let (step, next) = on_buffer(&logits, |l| {
+            let step = s.step_greedy(l, remaining)?;
+            let next = if step.done {
+                None
+            } else {
+                let t = s.tree().ok_or_else(|| {
+                    Error::InvalidArgument("no draft tree: call draft() first".into())
+                })?;
+                Some((
+                    inputs_of(t, Ok(s.slots()), opts.window, opts.fill, opts.float64),
+                    s.slots().len(),
+                ))
+            };
+            Ok((step, next))
+        })?;
+        let next = match next {
+            Some((parts, slots)) => Some(inputs_to_py(py, parts, slots)?),
+            None => None,
+        };
+        let live = step
+            .live
+            .map(|v| PyArray1::from_vec(py, v.into_iter().map(|k| k as i64).collect()));
+        Ok((
+            step.tokens,
+            step.drafts_accepted,
+            step.done,
+            live,
+            next,
+            step.verify_secs,
+            step.draft_secs,
+        ))
     }
 
     /// Records the forward of the current tree in the session's cache layout, `nodes` (the

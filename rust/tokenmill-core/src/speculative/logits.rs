@@ -154,10 +154,13 @@ fn top_k_probs_avx2(row: &[f32], k: usize, ids: &mut Vec<Rank>, probs: &mut Vec<
 fn top_k_probs_portable(row: &[f32], k: usize, ids: &mut Vec<Rank>, probs: &mut Vec<f32>) {
     ids.clear();
     probs.clear();
-    let (m, nan) = max_and_nan(row);
-    if nan || !m.is_finite() || k == 0 {
+    if k == 0 {
         return;
     }
+    // No separate pass for the maximum and NaNs (one pass of three over the row): the maximum
+    // is the best of the top k, and a NaN anywhere makes the normaliser NaN (NaN - m is NaN
+    // whatever m is, and so is every sum holding it), checked at the end. A NaN met while the
+    // buffer fills may sit in it; it only matters for rows that are then discarded.
     // Insertion into a sorted buffer of the best `k` so far. Once it is full an entry must beat
     // the k-th to enter, which after the first few hundred entries is rare: chunks none of
     // whose entries beats it are skipped after one vector comparison (a third of the time of
@@ -203,7 +206,16 @@ fn top_k_probs_portable(row: &[f32], k: usize, ids: &mut Vec<Rank>, probs: &mut 
         offer(tail + i, x, ids, &mut kth);
     }
     let vals: Vec<f32> = ids.iter().map(|&i| row[i as usize]).collect();
-    let total = sum_exp(row, m);
+    let m = vals.first().copied().unwrap_or(f32::NEG_INFINITY);
+    let total = if m.is_finite() {
+        sum_exp(row, m)
+    } else {
+        f32::NAN
+    };
+    if total.is_nan() {
+        ids.clear();
+        return;
+    }
     probs.extend(vals.iter().map(|&v| exp_nonpositive(v - m) / total));
 }
 
@@ -291,6 +303,71 @@ mod tests {
             assert_eq!(ids_a, ids_b);
             let bits = |p: &[f32]| p.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&probs_a), bits(&probs_b), "{row:?}");
+        }
+    }
+
+    /// The previous computation (a separate pass for the maximum and NaNs; the top k by a
+    /// stable sort, which the buffer was tested against), which the current one must
+    /// reproduce bit for bit.
+    fn top_k_probs_three_passes(row: &[f32], k: usize) -> (Vec<Rank>, Vec<f32>) {
+        let (m, nan) = max_and_nan(row);
+        if nan || !m.is_finite() || k == 0 {
+            return (Vec::new(), Vec::new());
+        }
+        let mut order: Vec<usize> = (0..row.len()).collect();
+        order.sort_by(|&a, &b| row[b].partial_cmp(&row[a]).unwrap());
+        let ids: Vec<Rank> = order[..k.min(row.len())]
+            .iter()
+            .map(|&i| i as Rank)
+            .collect();
+        let total = sum_exp(row, m);
+        let probs = ids
+            .iter()
+            .map(|&i| exp_nonpositive(row[i as usize] - m) / total)
+            .collect();
+        (ids, probs)
+    }
+
+    #[test]
+    fn top_k_without_a_max_pass_equals_three_passes() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+        let (mut ids, mut probs) = (Vec::new(), Vec::new());
+        for _ in 0..4000 {
+            let n = if rng.random_bool(0.8) {
+                rng.random_range(0..70)
+            } else {
+                rng.random_range(70..3000)
+            };
+            let k = rng.random_range(0..12);
+            let coarse = rng.random_bool(0.4);
+            let mut row: Vec<f32> = (0..n)
+                .map(|_| {
+                    if coarse {
+                        rng.random_range(0..5) as f32
+                    } else {
+                        rng.random_range(-120.0..30.0)
+                    }
+                })
+                .collect();
+            // Special values anywhere, early ones (met while the buffer fills) included.
+            for _ in 0..rng.random_range(0..3) {
+                if n > 0 && rng.random_bool(0.5) {
+                    let i = if rng.random_bool(0.5) {
+                        rng.random_range(0..n.min(k + 1))
+                    } else {
+                        rng.random_range(0..n)
+                    };
+                    row[i] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][rng.random_range(0..3)];
+                }
+            }
+            if rng.random_bool(0.02) {
+                row.iter_mut().for_each(|x| *x = f32::NEG_INFINITY);
+            }
+            top_k_probs(&row, k, &mut ids, &mut probs);
+            let (want_ids, want_probs) = top_k_probs_three_passes(&row, k);
+            assert_eq!(ids, want_ids, "{row:?}");
+            let bits = |p: &[f32]| p.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&probs), bits(&want_probs), "{row:?}");
         }
     }
 

@@ -19,6 +19,6 @@ pub mod tree;
 pub mod verify;
 
 pub use drafters::{Adjacency, History, SuffixIndex, Trigram};
-pub use speculator::{DrafterKind, Speculator};
+pub use speculator::{calibrate, DrafterKind, Speculator, Step, StepConfig};
 pub use tree::DraftTree;
 pub use verify::{verify_greedy, verify_sample, Verified};

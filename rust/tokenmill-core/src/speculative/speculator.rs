@@ -35,6 +35,65 @@ impl DrafterKind {
     }
 }
 
+/// A token's new adjacency row: (token, the node it was read at, ids, probabilities).
+type RecycledRow = (Rank, usize, Vec<Rank>, Vec<f32>);
+
+/// What a session's greedy steps need besides the logits (`Speculator::begin`), fixed for the
+/// whole generation.
+#[derive(Debug, Clone, Default)]
+pub struct StepConfig {
+    /// Drafts per step at most.
+    pub budget: usize,
+    /// Learned positions of the model, if limited: trees stop at position `max_pos - 1`.
+    pub max_pos: Option<usize>,
+    /// `costs[n - 1]`: time of a forward over n tokens (None: keep the whole budget).
+    pub costs: Option<Vec<f64>>,
+    /// Tokens that end the generation (kept in the output).
+    pub eos: Vec<Rank>,
+    /// Dead cache slots tolerated, as a fraction of the cache (see `settle`).
+    pub max_dead: f64,
+}
+
+/// What one fused greedy step (`Speculator::step_greedy`) produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// New tokens: accepted drafts and the target's own, cut at EOS and at the token budget.
+    pub tokens: Vec<Rank>,
+    /// Drafts the target accepted (before the cut).
+    pub drafts_accepted: usize,
+    /// The generation is over (EOS or the token budget reached); no next tree was drafted.
+    pub done: bool,
+    /// Live cache slots to gather every layer to (see `settle`), or None.
+    pub live: Option<Vec<usize>>,
+    /// Seconds spent verifying (argmax walk and Token Recycling's update) and drafting the
+    /// next tree, for the caller's time breakdown.
+    pub verify_secs: f64,
+    pub draft_secs: f64,
+}
+
+/// The score calibration between steps (accepted over expected drafts, smoothed; plain steps
+/// drift back to 1 so that drafting is retried), exactly as `tokenmill.speculative`'s loop
+/// computes it in Python (same f64 operations in the same order).
+pub fn calibrate(gain: f64, tree_len: usize, drafts_accepted: usize, expected: f64) -> f64 {
+    if tree_len > 1 {
+        if expected > 0.0 {
+            let ratio = drafts_accepted as f64 / expected;
+            let g = 0.9 * gain + 0.1 * ratio;
+            // Python's `min(2.0, max(0.05, g))`: a NaN (never produced here) would give 0.05.
+            let g = if g > 0.05 { g } else { 0.05 };
+            if g < 2.0 {
+                g
+            } else {
+                2.0
+            }
+        } else {
+            gain
+        }
+    } else {
+        gain + (1.0 - gain) * 0.02
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Speculator {
     vocab: usize,
@@ -50,6 +109,12 @@ pub struct Speculator {
     /// `DEAD_SLOT` for rejected drafts left in place (see `settle`).
     slots: Vec<u32>,
     dead: usize,
+    /// Session settings of the fused greedy steps (`begin`).
+    config: StepConfig,
+    /// Score calibration of the fused steps (see `calibrate`).
+    gain: f64,
+    /// Drafts the current tree expects the target to accept (sum of the drafts' scores).
+    expected: f64,
 }
 
 impl Speculator {
@@ -100,6 +165,9 @@ impl Speculator {
             tree: None,
             slots: Vec::new(),
             dead: 0,
+            config: StepConfig::default(),
+            gain: 1.0,
+            expected: 0.0,
         })
     }
 
@@ -150,8 +218,7 @@ impl Speculator {
         }
         self.check_tokens(prompt)?;
         self.suffix.clear();
-        self.suffix.extend(prompt);
-        self.trigram.observe(&[], prompt);
+        self.extend_context(prompt);
         self.tree = None;
         // The prefill caches every prompt token but the last (the first root).
         self.slots = (0..prompt.len() as u32 - 1).collect();
@@ -211,9 +278,25 @@ impl Speculator {
     /// Appends the tokens a step produced.
     pub fn accept(&mut self, tokens: &[Rank]) -> Result<()> {
         self.check_tokens(tokens)?;
-        self.trigram.observe(self.suffix.tokens(), tokens);
-        self.suffix.extend(tokens);
+        self.extend_context(tokens);
         Ok(())
+    }
+
+    fn uses(&self, kind: DrafterKind) -> bool {
+        self.drafters.iter().any(|&(d, _)| d == kind)
+    }
+
+    /// Appends to the context; the suffix index and the tri-gram table learn from it only if
+    /// their drafter is in use (their state is never read otherwise).
+    fn extend_context(&mut self, tokens: &[Rank]) {
+        if self.uses(DrafterKind::Trigram) {
+            self.trigram.observe(self.suffix.tokens(), tokens);
+        }
+        if self.uses(DrafterKind::Lookup) {
+            self.suffix.extend(tokens);
+        } else {
+            self.suffix.extend_unindexed(tokens);
+        }
     }
 
     /// Builds this step's tree with up to `budget` drafts; with `costs` (`costs[n - 1]`: time
@@ -324,11 +407,23 @@ impl Speculator {
     /// Greedy verification straight from the target's float32 logits (`n x vocab`): the
     /// argmax (torch's rule) is taken only at the nodes the walk reaches.
     pub fn verify_greedy_logits(&self, logits: &[f32]) -> Result<Verified> {
+        self.walk_greedy(logits, |_| None)
+    }
+
+    /// The greedy walk, taking a node's argmax from `known` when it has it.
+    fn walk_greedy(
+        &self,
+        logits: &[f32],
+        known: impl Fn(usize) -> Option<Rank>,
+    ) -> Result<Verified> {
         let (tree, v) = self.logits_rows(logits)?;
         let mut nodes = vec![0];
         let mut cur = 0;
         loop {
-            let best = logits::argmax(&logits[cur * v..(cur + 1) * v]) as Rank;
+            let best = match known(cur) {
+                Some(t) => t,
+                None => logits::argmax(&logits[cur * v..(cur + 1) * v]) as Rank,
+            };
             match tree.child_with(cur, best) {
                 Some(next) => {
                     nodes.push(next);
@@ -344,6 +439,19 @@ impl Speculator {
     /// Only the last node holding a token is read, since its row overwrites the others' (the
     /// result equals `update_adjacency` over all nodes in order).
     pub fn recycle_logits(&mut self, logits: &[f32]) -> Result<()> {
+        let rows = self.recycled_rows(logits)?;
+        self.set_rows(rows)
+    }
+
+    fn set_rows(&mut self, rows: Vec<RecycledRow>) -> Result<()> {
+        for (t, _, ids, probs) in rows {
+            self.adjacency.set_row(t, &ids, &probs)?;
+        }
+        Ok(())
+    }
+
+    /// Token Recycling's new rows (see `recycle_logits`), not yet written.
+    fn recycled_rows(&self, logits: &[f32]) -> Result<Vec<RecycledRow>> {
         let (tree, v) = self.logits_rows(logits)?;
         let k = self.adjacency.k();
         // Last node of each distinct token, in node order.
@@ -359,16 +467,114 @@ impl Speculator {
         let mut rows = Vec::with_capacity(last.len());
         for &(t, i) in &last {
             logits::top_k_probs(&logits[i * v..(i + 1) * v], k, &mut ids, &mut probs);
-            rows.push((t, ids.clone(), probs.clone()));
+            rows.push((t, i, ids.clone(), probs.clone()));
         }
-        for (t, ids, probs) in rows {
-            self.adjacency.set_row(t, &ids, &probs)?;
-        }
-        Ok(())
+        Ok(rows)
     }
 
     pub fn verify_sample(&self, probs: &[f32], uniforms: &[f64]) -> Result<Verified> {
         verify::verify_sample(self.current()?, probs, self.vocab, uniforms)
+    }
+
+    /// Starts a session on `prompt` (as `start`) for fused greedy steps, and drafts the first
+    /// step's tree. Every call between two forwards costs several times what it costs in a
+    /// loop (the forward evicts the caches the call's code and data sit in), so a greedy step
+    /// is one call, `step_greedy`, instead of five.
+    pub fn begin(&mut self, prompt: &[Rank], config: StepConfig) -> Result<&DraftTree> {
+        if let Some(costs) = &config.costs {
+            if costs.is_empty() || costs.iter().any(|c| !(c.is_finite() && *c > 0.0)) {
+                return Err(Error::InvalidArgument(
+                    "forward costs must be positive and finite".into(),
+                ));
+            }
+        }
+        if config.max_dead.is_nan() || config.max_dead < 0.0 {
+            return Err(Error::InvalidArgument(format!(
+                "max_dead must be >= 0, got {}",
+                config.max_dead
+            )));
+        }
+        self.start(prompt)?;
+        self.config = config;
+        self.gain = 1.0;
+        self.draft_next()
+    }
+
+    /// The calibration gain of the fused steps.
+    pub fn gain(&self) -> f64 {
+        self.gain
+    }
+
+    /// Drafts the next tree within the session's budget; trees stay within the learned
+    /// positions, if the model has a limit.
+    fn draft_next(&mut self) -> Result<&DraftTree> {
+        let live = self.slots.len() - self.dead;
+        let budget = match self.config.max_pos {
+            Some(m) if m > 0 => self.config.budget.min((m - 1).saturating_sub(live)),
+            _ => self.config.budget,
+        };
+        let costs = self.config.costs.take();
+        let expected = self
+            .draft(budget, costs.as_deref(), self.gain)
+            .map(|t| t.expected_tokens(t.len()) - 1.0);
+        self.config.costs = costs;
+        self.expected = expected?;
+        self.current()
+    }
+
+    /// One greedy step after the current tree's forward, fused: verification from the logits
+    /// (`n x vocab` float32), Token Recycling's update (if recycling drafts), the calibration,
+    /// the cut at EOS and at `remaining` tokens, `settle`, `accept`, and unless the generation
+    /// is over the next tree. The same work, in the same order, as the separate calls
+    /// `tokenmill.speculative` makes on other paths.
+    pub fn step_greedy(&mut self, logits: &[f32], remaining: usize) -> Result<Step> {
+        let t0 = std::time::Instant::now();
+        let v = if self.uses(DrafterKind::Recycling) {
+            // Token Recycling's top k first: at a node whose row it reads, the argmax is its
+            // best candidate (the first index of the maximum, as `argmax`; a row with a NaN or
+            // no finite maximum has no candidates and gets its own argmax), so the walk reads
+            // those rows once instead of twice.
+            let rows = self.recycled_rows(logits)?;
+            let n = self.current()?.len();
+            let mut top = vec![None; n];
+            for (_, i, ids, _) in &rows {
+                top[*i] = ids.first().copied();
+            }
+            let v = self.walk_greedy(logits, |i| top[i])?;
+            self.set_rows(rows)?;
+            v
+        } else {
+            self.verify_greedy_logits(logits)?
+        };
+        let tree = self.current()?;
+        let n = tree.len();
+        let mut tokens = v.new_tokens(tree);
+        let verify_secs = t0.elapsed().as_secs_f64();
+        let drafts_accepted = v.nodes.len() - 1;
+        self.gain = calibrate(self.gain, n, drafts_accepted, self.expected);
+        tokens.truncate(remaining);
+        let mut done = false;
+        if let Some(i) = tokens.iter().position(|t| self.config.eos.contains(t)) {
+            tokens.truncate(i + 1);
+            done = true;
+        }
+        if tokens.len() >= remaining {
+            done = true;
+        }
+        let live = self.settle(&v.nodes, self.config.max_dead)?;
+        self.accept(&tokens)?;
+        let t1 = std::time::Instant::now();
+        if !done {
+            self.draft_next()?;
+        }
+        Ok(Step {
+            tokens,
+            drafts_accepted,
+            done,
+            live,
+            verify_secs,
+            draft_secs: t1.elapsed().as_secs_f64(),
+        })
     }
 }
 
@@ -522,6 +728,143 @@ mod tests {
         assert!(s.settle(&[1], 0.5).is_err());
         assert!(s.settle(&[], 0.5).is_err());
         assert!(s.settle(&[0, 9], 0.5).is_err());
+    }
+
+    /// The fused greedy step equals the separate calls the Python loop makes (verification,
+    /// recycling, the calibration as written in Python, the cut at EOS and the token budget,
+    /// settle, accept, the next draft within the position limit): same tokens, trees, cache
+    /// layouts, gathers, adjacency matrix and gain, step after step, for every drafter mix.
+    #[test]
+    fn fused_steps_equal_the_separate_calls() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(23);
+        let mixes: [&[(DrafterKind, f32)]; 4] = [
+            &[(DrafterKind::Recycling, 1.0)],
+            &[(DrafterKind::Lookup, 1.0)],
+            &[(DrafterKind::Trigram, 1.0), (DrafterKind::Lookup, 0.5)],
+            &[
+                (DrafterKind::Recycling, 1.0),
+                (DrafterKind::Lookup, 1.0),
+                (DrafterKind::Trigram, 1.0),
+            ],
+        ];
+        let vocab = 10;
+        let mut drafted_steps = 0;
+        for (case, drafters) in mixes.iter().cycle().take(16).enumerate() {
+            let mut a = Speculator::new(vocab, drafters, 3, 4, 6, 3, false).unwrap();
+            let prompt: Vec<Rank> = (0..30).map(|_| rng.random_range(0..4)).collect();
+            let budget = [0, 1, 5, 12][case % 4];
+            let costs: Option<Vec<f64>> =
+                (case % 3 != 0).then(|| (1..=16).map(|n| 1.0 + 0.05 * n as f64).collect());
+            let max_pos = (case % 5 == 1).then_some(prompt.len() + 20);
+            let eos: Vec<Rank> = if case % 2 == 0 { vec![9] } else { vec![] };
+            let max_dead = [0.0, 0.3, 100.0][case % 3];
+            let max_new = 60;
+            let mut b = a.clone();
+            let config = StepConfig {
+                budget,
+                max_pos,
+                costs: costs.clone(),
+                eos: eos.clone(),
+                max_dead,
+            };
+            let first = a.begin(&prompt, config).unwrap().clone();
+            // The separate calls, as `tokenmill.speculative.generate` makes them.
+            b.start(&prompt).unwrap();
+            let mut gain = 1.0f64;
+            let mut prefix_len = prompt.len() - 1;
+            let mut new = 0;
+            let step_budget = |prefix_len: usize| match max_pos {
+                Some(m) => budget.min((m as i64 - 1 - prefix_len as i64).max(0) as usize),
+                None => budget,
+            };
+            let mut tree = b
+                .draft(step_budget(prefix_len), costs.as_deref(), gain)
+                .unwrap()
+                .clone();
+            assert_eq!(tree, first);
+            loop {
+                let expected = tree.expected_tokens(tree.len()) - 1.0;
+                // Logits that often agree with the first draft child; coarse, so ties occur.
+                let n = tree.len();
+                let mut logits: Vec<f32> = (0..n * vocab)
+                    .map(|_| rng.random_range(0..6) as f32)
+                    .collect();
+                for i in 0..n {
+                    if let Some(&c) = tree.children[i].first() {
+                        if rng.random_bool(0.7) {
+                            logits[i * vocab + tree.tokens[c] as usize] = 9.0;
+                        }
+                    }
+                    // Rows whose argmax Token Recycling's top k cannot give.
+                    if rng.random_bool(0.05) {
+                        let j = rng.random_range(0..vocab);
+                        logits[i * vocab + j] = [f32::NAN, f32::INFINITY][rng.random_range(0..2)];
+                    }
+                }
+                let step = a.step_greedy(&logits, max_new - new).unwrap();
+                let v = b.verify_greedy_logits(&logits).unwrap();
+                if drafters.iter().any(|d| d.0 == DrafterKind::Recycling) {
+                    b.recycle_logits(&logits).unwrap();
+                }
+                if n > 1 {
+                    if expected > 0.0 {
+                        let ratio = (v.nodes.len() - 1) as f64 / expected;
+                        gain = (0.9 * gain + 0.1 * ratio).clamp(0.05, 2.0);
+                    }
+                } else {
+                    gain += (1.0 - gain) * 0.02;
+                }
+                let mut tokens = v.new_tokens(&tree);
+                tokens.truncate(max_new - new);
+                let mut done = false;
+                if let Some(i) = tokens.iter().position(|t| eos.contains(t)) {
+                    tokens.truncate(i + 1);
+                    done = true;
+                }
+                if new + tokens.len() >= max_new {
+                    done = true;
+                }
+                let live = b.settle(&v.nodes, max_dead).unwrap();
+                prefix_len += v.nodes.len();
+                b.accept(&tokens).unwrap();
+                new += tokens.len();
+                assert_eq!(step.tokens, tokens);
+                assert_eq!(step.drafts_accepted, v.nodes.len() - 1);
+                assert_eq!(step.done, done);
+                assert_eq!(step.live, live);
+                assert_eq!(a.gain().to_bits(), gain.to_bits());
+                assert_eq!(a.slots(), b.slots());
+                assert_eq!(a.context(), b.context());
+                assert_eq!(a.adjacency(), b.adjacency());
+                drafted_steps += usize::from(n > 1);
+                if done {
+                    break;
+                }
+                tree = b
+                    .draft(step_budget(prefix_len), costs.as_deref(), gain)
+                    .unwrap()
+                    .clone();
+                assert_eq!(a.tree(), Some(&tree));
+            }
+        }
+        assert!(drafted_steps > 100, "{drafted_steps}");
+        let rec = [(DrafterKind::Recycling, 1.0)];
+        let mut s = Speculator::new(vocab, &rec, 3, 4, 6, 3, false).unwrap();
+        let bad = |costs: Vec<f64>| StepConfig {
+            costs: Some(costs),
+            ..StepConfig::default()
+        };
+        assert!(s.begin(&[1, 2], bad(vec![])).is_err());
+        assert!(s.begin(&[1, 2], bad(vec![1.0, f64::NAN])).is_err());
+        let neg = StepConfig {
+            max_dead: -1.0,
+            ..StepConfig::default()
+        };
+        assert!(s.begin(&[1, 2], neg).is_err());
+        assert!(s.begin(&[], StepConfig::default()).is_err());
+        s.begin(&[1, 2], StepConfig::default()).unwrap();
+        assert!(s.step_greedy(&[0.0; 3], 5).is_err());
     }
 
     #[test]
