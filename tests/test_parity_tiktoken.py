@@ -129,6 +129,8 @@ def test_metadata(tm_cl100k: Any, tt_cl100k: Any) -> None:
     assert tm_cl100k.special_tokens_set == tt_cl100k.special_tokens_set
     for t in [0, 1, 100256, 100257, 100276, tt_cl100k.max_token_value]:
         assert tm_cl100k.is_special_token(t) == tt_cl100k.is_special_token(t), t
+    # Not kept from construction (memory), rebuilt from the core when asked: tiktoken's dict.
+    assert tm_cl100k._mergeable_ranks == tt_cl100k._mergeable_ranks
 
 
 def test_token_byte_values(tm_cl100k: Any, tt_cl100k: Any) -> None:
