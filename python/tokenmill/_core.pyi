@@ -1,9 +1,18 @@
 # Type stubs for the Rust extension (rust/tokenmill-py). Keep in step with the bindings.
 from collections.abc import Callable, Iterable, Sequence
-from typing import Literal
+from typing import Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
+
+#: A forward's inputs as Rust builds them: ids (1 x n), position ids (1 x n), the additive
+#: attention mask or None, and the expected number of accepted drafts.
+_ForwardInputs: TypeAlias = tuple[
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float32] | npt.NDArray[np.float64] | None,
+    float,
+]
 
 __version__: str
 
@@ -267,12 +276,7 @@ class Speculator:
         window: int | None = None,
         fill: float,
         float64: bool = False,
-    ) -> tuple[
-        npt.NDArray[np.int64],
-        npt.NDArray[np.int64],
-        npt.NDArray[np.float32] | npt.NDArray[np.float64] | None,
-        float,
-    ]: ...
+    ) -> _ForwardInputs: ...
     def begin(
         self,
         prompt: npt.NDArray[np.int64],
@@ -285,12 +289,7 @@ class Speculator:
         window: int | None = None,
         fill: float,
         float64: bool = False,
-    ) -> tuple[
-        npt.NDArray[np.int64],
-        npt.NDArray[np.int64],
-        npt.NDArray[np.float32] | npt.NDArray[np.float64] | None,
-        float,
-    ]: ...
+    ) -> _ForwardInputs: ...
     def step_greedy(
         self, logits: npt.NDArray[np.float32], remaining: int
     ) -> tuple[
@@ -298,13 +297,7 @@ class Speculator:
         int,
         bool,
         npt.NDArray[np.int64] | None,
-        tuple[
-            npt.NDArray[np.int64],
-            npt.NDArray[np.int64],
-            npt.NDArray[np.float32] | npt.NDArray[np.float64] | None,
-            float,
-        ]
-        | None,
+        _ForwardInputs | None,
         float,
         float,
     ]: ...
@@ -316,12 +309,7 @@ class Speculator:
         window: int | None = None,
         fill: float,
         float64: bool = False,
-    ) -> tuple[
-        npt.NDArray[np.int64],
-        npt.NDArray[np.int64],
-        npt.NDArray[np.float32] | npt.NDArray[np.float64] | None,
-        float,
-    ]: ...
+    ) -> _ForwardInputs: ...
     def update_adjacency(
         self, ids: npt.NDArray[np.int64], probs: npt.NDArray[np.float32]
     ) -> None: ...

@@ -168,6 +168,16 @@ _DRAFTERS: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Drafter]] = (
 )
 
 
+def _as_tensors(torch: Any, inputs: tuple[Any, ...], mask_dtype: Any) -> tuple[Any, Any, Any]:
+    """Torch views of a forward's inputs as Rust built them (ids, positions, mask or None),
+    the mask cast to `mask_dtype` unless that is None."""
+    ids_a, pos_a, mask_a = inputs[:3]
+    mask = None if mask_a is None else torch.from_numpy(mask_a)
+    if mask_dtype is not None and mask is not None:
+        mask = mask.to(mask_dtype)
+    return torch.from_numpy(ids_a), torch.from_numpy(pos_a), mask
+
+
 def _drafter_for(
     model: Any, spec: str | tuple[str, ...] | list[str] | Drafter, vocab: int
 ) -> Drafter:
@@ -362,13 +372,8 @@ def generate(
         step_log: list[tuple[Any, ...]] = []
         while fused and not done:
             t0 = time.perf_counter()
-            ids_a, pos_a, mask_a, _ = inputs
-            n = ids_a.shape[1]
-            ids = torch.from_numpy(ids_a)
-            pos = torch.from_numpy(pos_a)
-            attn = None if mask_a is None else torch.from_numpy(mask_a)
-            if mask_cast and attn is not None:
-                attn = attn.to(info.dtype)
+            n = inputs[0].shape[1]
+            ids, pos, attn = _as_tensors(torch, inputs, info.dtype if mask_cast else None)
             t2 = time.perf_counter()
             out = model(
                 input_ids=ids,
@@ -411,7 +416,7 @@ def generate(
             step_budget = budget if not max_pos else min(budget, max(0, max_pos - 1 - prefix_len))
             mask: Any
             if host:
-                ids_a, pos_a, mask_a, expected = spec.draft_inputs(
+                drafted = spec.draft_inputs(
                     step_budget,
                     costs,
                     gain,
@@ -420,12 +425,8 @@ def generate(
                     float64=mask_f64,
                 )
                 t1 = time.perf_counter()
-                n = ids_a.shape[1]
-                ids = torch.from_numpy(ids_a)
-                pos = torch.from_numpy(pos_a)
-                mask = None if mask_a is None else torch.from_numpy(mask_a)
-                if mask_cast and mask is not None:
-                    mask = mask.to(info.dtype)
+                n, expected = drafted[0].shape[1], drafted[3]
+                ids, pos, mask = _as_tensors(torch, drafted, info.dtype if mask_cast else None)
             else:
                 tokens, _parents, depths, ancestors, scores = spec.draft(step_budget, costs, gain)
                 t1 = time.perf_counter()

@@ -52,6 +52,9 @@ enum Mask {
     F64(Vec<f64>),
 }
 
+/// A forward's inputs in Rust: ids, position ids, mask, expected accepted drafts.
+type InputParts = (Vec<i64>, Vec<i64>, Option<Mask>, f64);
+
 /// What `forward_inputs` computes without the GIL: ids, positions, the mask buffer, the drafts'
 /// expected acceptance. No mask for a lone root without a window: one query at the end of the
 /// sequence is what plain causal attention computes.
@@ -62,7 +65,7 @@ fn inputs_of(
     window: Option<usize>,
     fill: f64,
     float64: bool,
-) -> (Vec<i64>, Vec<i64>, Option<Mask>, f64) {
+) -> InputParts {
     let (live, dead) = match prefix {
         Ok(slots) => {
             let live = slots
@@ -106,7 +109,7 @@ fn inputs_of(
 
 fn inputs_to_py<'py>(
     py: Python<'py>,
-    (ids, pos, mask, expected): (Vec<i64>, Vec<i64>, Option<Mask>, f64),
+    (ids, pos, mask, expected): InputParts,
     prefix_len: usize,
 ) -> PyResult<ForwardInputs<'py>> {
     // `prefix_len`: cache slots, live or dead (the mask's key columns before the tree's).
@@ -177,6 +180,23 @@ fn check_window(window: Option<usize>) -> PyResult<()> {
         )));
     }
     Ok(())
+}
+
+/// The forward inputs of the session's current tree in its cache layout (as `inputs_of`),
+/// and the cache length.
+fn session_inputs(
+    s: &core::Speculator,
+    window: Option<usize>,
+    fill: f64,
+    float64: bool,
+) -> tokenmill_core::Result<(InputParts, usize)> {
+    let t = s
+        .tree()
+        .ok_or_else(|| Error::InvalidArgument("no draft tree: call draft() first".into()))?;
+    Ok((
+        inputs_of(t, Ok(s.slots()), window, fill, float64),
+        s.slots().len(),
+    ))
 }
 
 /// How the fused steps build a forward's mask (`Speculator.begin`).
@@ -341,11 +361,7 @@ impl Speculator {
         let s = &mut *guard;
         let (parts, slots) = crate::run(py, || {
             s.draft(budget, costs.as_deref(), gain)?;
-            let t = s.tree().expect("drafted");
-            Ok((
-                inputs_of(t, Ok(s.slots()), window, fill, float64),
-                s.slots().len(),
-            ))
+            session_inputs(s, window, fill, float64)
         })?;
         inputs_to_py(py, parts, slots)
     }
@@ -393,11 +409,7 @@ impl Speculator {
         let s = &mut *guard;
         let (parts, slots) = crate::run(py, || {
             s.begin(&prompt, config)?;
-            let t = s.tree().expect("drafted");
-            Ok((
-                inputs_of(t, Ok(s.slots()), window, fill, float64),
-                s.slots().len(),
-            ))
+            session_inputs(s, window, fill, float64)
         })?;
         *self.mask.lock().unwrap_or_else(|e| e.into_inner()) = Some(opts);
         inputs_to_py(py, parts, slots)
@@ -434,13 +446,7 @@ impl Speculator {
             let next = if step.done {
                 None
             } else {
-                let t = s.tree().ok_or_else(|| {
-                    Error::InvalidArgument("no draft tree: call draft() first".into())
-                })?;
-                Some((
-                    inputs_of(t, Ok(s.slots()), opts.window, opts.fill, opts.float64),
-                    s.slots().len(),
-                ))
+                Some(session_inputs(s, opts.window, opts.fill, opts.float64)?)
             };
             Ok((step, next))
         })?;

@@ -262,6 +262,28 @@ mod tests {
 
     /// The AVX2 build (selected at run time where the CPU has it) gives exactly what the
     /// baseline build gives: the same values, ties, NaN handling and probabilities, bit for bit.
+    /// A row of logits (lengths around the lane count, some up to `max_len`; coarse values
+    /// that tie, or spread ones) and a k to take from it.
+    fn random_row(rng: &mut rand::rngs::StdRng, max_len: usize) -> (Vec<f32>, usize) {
+        let n = if rng.random_bool(0.8) {
+            rng.random_range(0..70)
+        } else {
+            rng.random_range(70..max_len)
+        };
+        let k = rng.random_range(0..12);
+        let coarse = rng.random_bool(0.4);
+        let row = (0..n)
+            .map(|_| {
+                if coarse {
+                    rng.random_range(0..5) as f32
+                } else {
+                    rng.random_range(-120.0..30.0)
+                }
+            })
+            .collect();
+        (row, k)
+    }
+
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn avx2_build_equals_the_portable_one() {
@@ -273,23 +295,8 @@ mod tests {
         let (mut ids_a, mut probs_a) = (Vec::new(), Vec::new());
         let (mut ids_b, mut probs_b) = (Vec::new(), Vec::new());
         for _ in 0..3000 {
-            // Lengths around the lane count and up to a vocabulary.
-            let n = if rng.random_bool(0.8) {
-                rng.random_range(0..70)
-            } else {
-                rng.random_range(70..5000)
-            };
-            let k = rng.random_range(0..12);
-            let coarse = rng.random_bool(0.4);
-            let mut row: Vec<f32> = (0..n)
-                .map(|_| {
-                    if coarse {
-                        rng.random_range(0..5) as f32
-                    } else {
-                        rng.random_range(-120.0..30.0)
-                    }
-                })
-                .collect();
+            let (mut row, k) = random_row(&mut rng, 5000);
+            let n = row.len();
             if n > 0 && rng.random_bool(0.05) {
                 let i = rng.random_range(0..n);
                 row[i] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][rng.random_range(0..3)];
@@ -333,22 +340,8 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(13);
         let (mut ids, mut probs) = (Vec::new(), Vec::new());
         for _ in 0..4000 {
-            let n = if rng.random_bool(0.8) {
-                rng.random_range(0..70)
-            } else {
-                rng.random_range(70..3000)
-            };
-            let k = rng.random_range(0..12);
-            let coarse = rng.random_bool(0.4);
-            let mut row: Vec<f32> = (0..n)
-                .map(|_| {
-                    if coarse {
-                        rng.random_range(0..5) as f32
-                    } else {
-                        rng.random_range(-120.0..30.0)
-                    }
-                })
-                .collect();
+            let (mut row, k) = random_row(&mut rng, 3000);
+            let n = row.len();
             // Special values anywhere, early ones (met while the buffer fills) included.
             for _ in 0..rng.random_range(0..3) {
                 if n > 0 && rng.random_bool(0.5) {
