@@ -25,6 +25,7 @@ def test_run_tiny(tmp_path: Path) -> None:
         "## Llama-3 tokenizer.json: tokenmill vs HF tokenizers",
         "## cl100k (quicktok's bundled copy): tokenmill vs quicktok-v1",
         "## Llama-3 vocabulary as a tiktoken encoding: tokenmill vs tiktoken",
+        "## Llama-3 vocabulary as a tiktoken encoding: tokenmill vs quicktok-v1",
         "## o200k_base (quicktok's bundled copy): tokenmill vs quicktok-v1",
         "## o200k_base (quicktok's bundled copy): tokenmill vs tiktoken",
         "## Qwen3 vocabulary (quicktok's bundled copy), NFC-normalised text: tokenmill vs "
@@ -39,8 +40,8 @@ def test_run_tiny(tmp_path: Path) -> None:
     # Every library is importable here, so no row may be missing a number.
     assert "not importable" not in report
     rows = [ln for ln in report.splitlines() if ln.startswith("| tiny |")]
-    # TokenDagger is optional (an sdist needing libpcre2-dev); the other eight always run.
-    pairs = 8 + (importlib.util.find_spec("tokendagger") is not None)
+    # TokenDagger is optional (an sdist needing libpcre2-dev); the other nine always run.
+    pairs = 9 + (importlib.util.find_spec("tokendagger") is not None)
     # corpus table + pairs x (2 thread counts + 1 decode row)
     assert len(rows) == 1 + pairs * (2 + 1), rows
     # Every pair's ids were compared with the reference's, and all were identical.
