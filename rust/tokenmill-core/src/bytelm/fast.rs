@@ -201,36 +201,61 @@ fn class_reps() -> &'static [Option<char>; 64] {
     })
 }
 
+/// Is `c` a letter the contractions name (`'s`, `'t`, `'re`, `'ve`, `'m`, `'ll`, `'d`), in
+/// either case (the patterns with `(?i:...)` also fold U+017F LATIN SMALL LETTER LONG S to
+/// `s`, see `pretokenize::classes`)?
+fn contraction_letter(c: char) -> bool {
+    matches!(
+        c.to_ascii_lowercase(),
+        's' | 't' | 'r' | 'e' | 'v' | 'm' | 'l' | 'd'
+    ) || c == '\u{17F}'
+}
+
 /// The lookahead key that stands for `key` in the cut analysis after a node (`apostrophe`:
 /// [`apostrophe_near`] of the node's bytes): each character replaced by the first one of its
-/// class ([`class_reps`]), except those of [`LITERAL`] and bytes that are not UTF-8, when
-/// neither the node's last two characters nor the key hold an apostrophe; else the key itself.
+/// class ([`class_reps`]), except those of [`LITERAL`], bytes that are not UTF-8 and, when
+/// the node's last two characters or the key hold an apostrophe, the letters of the
+/// contractions; a key that is one byte of 0x80 or more becomes `0xff`.
 ///
 /// Why the cut analysis is the same: the scanners look at a character only through its class
 /// flags, except for the characters of [`LITERAL`] (kept) and the letters of a contraction,
-/// which count only within two characters after an apostrophe; with no apostrophe there, no
-/// character of the key is read as a contraction letter, whatever the probe after it. So
-/// head + key + probe and head + class key + probe are split alike, character for character;
-/// the byte offsets differ only after the cut (a replacement may change a character's
-/// length), and the analysis reads only the piece starts up to the cut. (A character of the
-/// key never completes a character cut at the end of the head: it starts with a byte that
-/// cannot continue one.) About 270 keys of a code vocabulary (`a` to `z`, ` a` to ` z`,
-/// indentation before each letter, the completions of lone lead bytes, ...) become a few
-/// dozen. `tests::class_keys_give_the_same_cuts` checks this against the plain keys for every
-/// known pattern.
+/// which count only within two characters after an apostrophe: with no apostrophe there, no
+/// character of the key is read as one, whatever the probe after it; with one, those letters
+/// are kept, and every other letter is replaced by a letter that is not one either (the
+/// representatives are `a`, `A` and letters outside ASCII other than U+017F). So head + key +
+/// probe and head + class key + probe are split alike, character for character; the byte
+/// offsets differ only after the cut (a replacement may change a character's length), and
+/// the analysis reads only the piece starts up to the cut. (A character of the key never
+/// completes a character cut at the end of the head: it starts with a byte that cannot
+/// continue one.) About 270 keys of a code vocabulary (`a` to `z`, ` a` to ` z`, indentation
+/// before each letter, the completions of lone lead bytes, ...) become a few dozen.
+///
+/// A key of one byte of 0x80 or more is a byte that is not UTF-8 whatever follows (a
+/// continuation byte, `0xc0`, `0xc1`, `0xf5` to `0xff`), or a lone lead byte (a completion
+/// key, see [`completion_keys`]) followed by a probe, and no probe starts with a continuation
+/// byte: either way the pre-tokenizer reads it as one U+FFFD, provided the head does not end
+/// inside a character (a continuation byte could complete it; the marginalisation looks no
+/// such key up there). About 130 keys (77 stray bytes, 51 lone lead bytes), each its own
+/// analysis at every node that meets the whole vocabulary, become one.
+/// `tests::class_keys_give_the_same_cuts` and `tests::apostrophe_and_byte_class_keys_give_the_same_cuts`
+/// check this against the plain keys for every known pattern.
 pub(super) fn class_key(apostrophe: bool, key: &[u8], out: &mut Vec<u8>) {
     out.clear();
-    if apostrophe || key.contains(&b'\'') {
-        out.extend_from_slice(key);
-        return;
+    if let [b] = key {
+        if *b >= 0x80 {
+            out.push(0xff);
+            return;
+        }
     }
+    let near = apostrophe || key.contains(&b'\'');
     let flags = class_flags();
     let reps = class_reps();
     let mut tmp = [0u8; 4];
     for chunk in key.utf8_chunks() {
         for c in chunk.valid().chars() {
-            let literal = c.is_ascii() && LITERAL.contains(&(c as u8));
-            let rep = if literal {
+            let keep =
+                (c.is_ascii() && LITERAL.contains(&(c as u8))) || (near && contraction_letter(c));
+            let rep = if keep {
                 c
             } else {
                 reps[flags[c as usize] as usize].unwrap_or(c)
@@ -239,7 +264,9 @@ pub(super) fn class_key(apostrophe: bool, key: &[u8], out: &mut Vec<u8>) {
         }
         out.extend_from_slice(chunk.invalid());
     }
-    shorten_whitespace_key(out);
+    if !near {
+        shorten_whitespace_key(out);
+    }
 }
 
 /// A key of whitespace only (a token that is a whitespace run) with three or more characters
@@ -496,11 +523,12 @@ impl ByteLm {
 /// No lookahead key (the token's first character is cut).
 pub(super) const NO_KEY: u32 = u32::MAX;
 
-/// A token's lookahead key, interned: as it is, and as its class key after a node without an
-/// apostrophe near its end ([`class_key`]); `stray`: [`starts_with_stray_byte`].
+/// A token's lookahead key, interned: its class key ([`class_key`]) after a node with an
+/// apostrophe near its end (`near`) and after any other node (`class`); `stray`:
+/// [`starts_with_stray_byte`].
 #[derive(Debug, Clone, Copy)]
 pub(super) struct KeyIds {
-    pub raw: u32,
+    pub near: u32,
     pub class: u32,
     pub stray: bool,
 }
@@ -526,7 +554,7 @@ impl TokenKeys {
             })
         };
         let none = KeyIds {
-            raw: NO_KEY,
+            near: NO_KEY,
             class: NO_KEY,
             stray: false,
         };
@@ -536,9 +564,11 @@ impl TokenKeys {
             let Some(key) = lookahead_key(bytes) else {
                 continue;
             };
+            class_key(true, key, &mut class);
+            let near = intern(&class);
             class_key(false, key, &mut class);
             of[id as usize] = KeyIds {
-                raw: intern(key),
+                near,
                 class: intern(&class),
                 stray: starts_with_stray_byte(key),
             };

@@ -25,8 +25,8 @@ struct NodeState {
     ends: Vec<usize>,
     /// `bytes` ends inside a character.
     cut_char: bool,
-    /// [`apostrophe_near`] of `bytes`: keys are not replaced by their class (see
-    /// [`class_key`]).
+    /// [`apostrophe_near`] of `bytes`: the letters of the contractions keep their own keys
+    /// (see [`class_key`]).
     apostrophe: bool,
     /// Rules by lookahead key (its [`class_key`]), in front of [`ByteLm`]'s cache by (path,
     /// key); the last one looked up is kept apart, since tokens come in sorted order and share
@@ -181,8 +181,8 @@ impl<'a> Check<'a> {
         let node = &self.nodes[n];
         // A key made of a stray byte may complete a character cut at the end of the node.
         let key = ids
-            .filter(|k| k.raw != NO_KEY && !(node.cut_char && k.stray))
-            .map(|k| if node.apostrophe { k.raw } else { k.class });
+            .filter(|k| k.class != NO_KEY && !(node.cut_char && k.stray))
+            .map(|k| if node.apostrophe { k.near } else { k.class });
         if let Some(key) = key {
             match self.rule_by_id(n, key)? {
                 Local::Invalid => return Ok(false),
