@@ -485,24 +485,42 @@ impl ByteLm {
                 let row = rows[i];
                 let rest = &window[tree.ends[i]..];
                 check.enter(&tree.nodes[i], tree.ends[i])?;
-                for j in self.vocab.prefix_range(rest) {
-                    let id = self.vocab.id(j);
-                    let Some(&lp) = row.get(id as usize) else {
-                        continue;
-                    };
-                    if lp == f64::NEG_INFINITY || !check.valid(id, self.vocab.bytes(j))? {
-                        continue;
+                if rest.is_empty() {
+                    // Every token, each into the bin of its first byte. In id order, not the
+                    // sorted vocabulary's: the row (fresh from the model, not in cache), the
+                    // node's table and the token keys are then read in sequence; a node ending
+                    // at the end of `x` meets the whole vocabulary.
+                    let bpe = self.enc.bpe();
+                    for (id, &lp) in row.iter().enumerate() {
+                        let id = id as Rank;
+                        if lp == f64::NEG_INFINITY {
+                            continue;
+                        }
+                        let Some(bytes) = bpe.token_bytes(id) else {
+                            continue;
+                        };
+                        if check.valid(id, bytes)? {
+                            bins[bytes[0] as usize] += (base + lp).exp();
+                        }
                     }
-                    let bytes = self.vocab.bytes(j);
-                    let w = (base + lp).exp();
-                    if bytes.len() == rest.len() {
-                        // Ends exactly at |x|: a cover of x, and a node of its own whose
-                        // children carry the next byte.
-                        total += w;
-                        continue;
-                    }
-                    bins[bytes[rest.len()] as usize] += w;
-                    if !rest.is_empty() {
+                } else {
+                    for j in self.vocab.prefix_range(rest) {
+                        let id = self.vocab.id(j);
+                        let Some(&lp) = row.get(id as usize) else {
+                            continue;
+                        };
+                        if lp == f64::NEG_INFINITY || !check.valid(id, self.vocab.bytes(j))? {
+                            continue;
+                        }
+                        let bytes = self.vocab.bytes(j);
+                        let w = (base + lp).exp();
+                        if bytes.len() == rest.len() {
+                            // Ends exactly at |x|: a cover of x, and a node of its own whose
+                            // children carry the next byte.
+                            total += w;
+                            continue;
+                        }
+                        bins[bytes[rest.len()] as usize] += w;
                         total += w;
                     }
                 }
