@@ -184,15 +184,14 @@ pub(super) fn apostrophe_near(head: &[u8]) -> bool {
 /// contractions): the apostrophe, the space of ` ?`, o200k's `/`, and the line breaks.
 const LITERAL: &[u8] = b"' /\r\n";
 
-/// For each value of the class flags ([`CLASS_SETS`]), the first character with those flags
+/// For each value of the class flags ([`char_flags`]), the first character with those flags
 /// that is not in [`LITERAL`] (`None` for combinations no character has).
 fn class_reps() -> &'static [Option<char>; 64] {
     static REPS: std::sync::OnceLock<[Option<char>; 64]> = std::sync::OnceLock::new();
     REPS.get_or_init(|| {
-        let flags = class_flags();
         let mut reps = [None; 64];
         for c in (0..0x11_0000u32).filter_map(char::from_u32) {
-            let f = flags[c as usize] as usize;
+            let f = char_flags(c) as usize;
             if reps[f].is_none() && !(c.is_ascii() && LITERAL.contains(&(c as u8))) {
                 reps[f] = Some(c);
             }
@@ -248,7 +247,6 @@ pub(super) fn class_key(apostrophe: bool, key: &[u8], out: &mut Vec<u8>) {
         }
     }
     let near = apostrophe || key.contains(&b'\'');
-    let flags = class_flags();
     let reps = class_reps();
     let mut tmp = [0u8; 4];
     for chunk in key.utf8_chunks() {
@@ -258,7 +256,7 @@ pub(super) fn class_key(apostrophe: bool, key: &[u8], out: &mut Vec<u8>) {
             let rep = if keep {
                 c
             } else {
-                reps[flags[c as usize] as usize].unwrap_or(c)
+                reps[char_flags(c) as usize].unwrap_or(c)
             };
             out.extend_from_slice(rep.encode_utf8(&mut tmp).as_bytes());
         }
@@ -438,38 +436,13 @@ impl ByteLm {
     }
 }
 
-/// The character classes the known patterns tell apart, as flags: `pretokenize`'s scanners
-/// test nothing else about a character outside ASCII (every literal of the patterns is
-/// ASCII), so two such characters with the same flags are pre-tokenized alike.
-const CLASS_SETS: [&str; 6] = [
-    r"\s",
-    r"\p{L}",
-    r"\p{N}",
-    r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]",
-    r"[\p{Ll}\p{Lm}\p{Lo}\p{M}]",
-    r"[\r\n]",
-];
-
-/// Flags of every code point ([`CLASS_SETS`]), built on first use.
-fn class_flags() -> &'static [u8] {
-    static FLAGS: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    FLAGS.get_or_init(|| {
-        use regex_syntax::hir::{Class, HirKind};
-        let mut flags = vec![0u8; 0x11_0000];
-        for (bit, re) in CLASS_SETS.iter().enumerate() {
-            let hir = regex_syntax::Parser::new()
-                .parse(re)
-                .expect("built-in class parses");
-            if let HirKind::Class(Class::Unicode(c)) = hir.kind() {
-                for r in c.ranges() {
-                    for f in &mut flags[r.start() as usize..=r.end() as usize] {
-                        *f |= 1 << bit;
-                    }
-                }
-            }
-        }
-        flags
-    })
+/// The class flags of `c`: the character classes the known patterns tell apart, from the
+/// pre-tokenizer's own tables (`pretokenize::classes`, read from `regex_syntax`), so that the
+/// class keys follow exactly what the scanners read. The scanners test nothing else about a
+/// character outside ASCII (every literal of the patterns is ASCII), so two such characters
+/// with the same flags are pre-tokenized alike. Six flags: values below 64.
+fn char_flags(c: char) -> u8 {
+    crate::pretokenize::classes::tables().of_char(c as u32)
 }
 
 /// Lookahead keys standing for every way a token that ends inside its first character can go
@@ -487,7 +460,6 @@ pub(super) fn completion_keys(bytes: &[u8]) -> Vec<Vec<u8>> {
         _ => 4,
     };
     let missing = need - bytes.len();
-    let flags = class_flags();
     let mut seen = [false; 256];
     let mut keys = vec![bytes[..1].to_vec()];
     let mut c = bytes.to_vec();
@@ -499,7 +471,7 @@ pub(super) fn completion_keys(bytes: &[u8]) -> Vec<Vec<u8>> {
             k /= 64;
         }
         if let Ok(s) = std::str::from_utf8(&c) {
-            let f = flags[s.chars().next().expect("one character") as usize];
+            let f = char_flags(s.chars().next().expect("one character"));
             if !seen[f as usize] {
                 seen[f as usize] = true;
                 keys.push(c.clone());
