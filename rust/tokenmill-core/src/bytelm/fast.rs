@@ -184,15 +184,14 @@ pub(super) fn apostrophe_near(head: &[u8]) -> bool {
 /// contractions): the apostrophe, the space of ` ?`, o200k's `/`, and the line breaks.
 const LITERAL: &[u8] = b"' /\r\n";
 
-/// For each value of the class flags ([`CLASS_SETS`]), the first character with those flags
+/// For each value of the class flags ([`char_flags`]), the first character with those flags
 /// that is not in [`LITERAL`] (`None` for combinations no character has).
 fn class_reps() -> &'static [Option<char>; 64] {
     static REPS: std::sync::OnceLock<[Option<char>; 64]> = std::sync::OnceLock::new();
     REPS.get_or_init(|| {
-        let flags = class_flags();
         let mut reps = [None; 64];
         for c in (0..0x11_0000u32).filter_map(char::from_u32) {
-            let f = flags[c as usize] as usize;
+            let f = char_flags(c) as usize;
             if reps[f].is_none() && !(c.is_ascii() && LITERAL.contains(&(c as u8))) {
                 reps[f] = Some(c);
             }
@@ -201,45 +200,71 @@ fn class_reps() -> &'static [Option<char>; 64] {
     })
 }
 
+/// Is `c` a letter the contractions name (`'s`, `'t`, `'re`, `'ve`, `'m`, `'ll`, `'d`), in
+/// either case (the patterns with `(?i:...)` also fold U+017F LATIN SMALL LETTER LONG S to
+/// `s`, see `pretokenize::classes`)?
+fn contraction_letter(c: char) -> bool {
+    matches!(
+        c.to_ascii_lowercase(),
+        's' | 't' | 'r' | 'e' | 'v' | 'm' | 'l' | 'd'
+    ) || c == '\u{17F}'
+}
+
 /// The lookahead key that stands for `key` in the cut analysis after a node (`apostrophe`:
 /// [`apostrophe_near`] of the node's bytes): each character replaced by the first one of its
-/// class ([`class_reps`]), except those of [`LITERAL`] and bytes that are not UTF-8, when
-/// neither the node's last two characters nor the key hold an apostrophe; else the key itself.
+/// class ([`class_reps`]), except those of [`LITERAL`], bytes that are not UTF-8 and, when
+/// the node's last two characters or the key hold an apostrophe, the letters of the
+/// contractions; a key that is one byte of 0x80 or more becomes `0xff`.
 ///
 /// Why the cut analysis is the same: the scanners look at a character only through its class
 /// flags, except for the characters of [`LITERAL`] (kept) and the letters of a contraction,
-/// which count only within two characters after an apostrophe; with no apostrophe there, no
-/// character of the key is read as a contraction letter, whatever the probe after it. So
-/// head + key + probe and head + class key + probe are split alike, character for character;
-/// the byte offsets differ only after the cut (a replacement may change a character's
-/// length), and the analysis reads only the piece starts up to the cut. (A character of the
-/// key never completes a character cut at the end of the head: it starts with a byte that
-/// cannot continue one.) About 270 keys of a code vocabulary (`a` to `z`, ` a` to ` z`,
-/// indentation before each letter, the completions of lone lead bytes, ...) become a few
-/// dozen. `tests::class_keys_give_the_same_cuts` checks this against the plain keys for every
-/// known pattern.
+/// which count only within two characters after an apostrophe: with no apostrophe there, no
+/// character of the key is read as one, whatever the probe after it; with one, those letters
+/// are kept, and every other letter is replaced by a letter that is not one either (the
+/// representatives are `a`, `A` and letters outside ASCII other than U+017F). So head + key +
+/// probe and head + class key + probe are split alike, character for character; the byte
+/// offsets differ only after the cut (a replacement may change a character's length), and
+/// the analysis reads only the piece starts up to the cut. (A character of the key never
+/// completes a character cut at the end of the head: it starts with a byte that cannot
+/// continue one.) About 270 keys of a code vocabulary (`a` to `z`, ` a` to ` z`, indentation
+/// before each letter, the completions of lone lead bytes, ...) become a few dozen.
+///
+/// A key of one byte of 0x80 or more is a byte that is not UTF-8 whatever follows (a
+/// continuation byte, `0xc0`, `0xc1`, `0xf5` to `0xff`), or a lone lead byte (a completion
+/// key, see [`completion_keys`]) followed by a probe, and no probe starts with a continuation
+/// byte: either way the pre-tokenizer reads it as one U+FFFD, provided the head does not end
+/// inside a character (a continuation byte could complete it; the marginalisation looks no
+/// such key up there). About 130 keys (77 stray bytes, 51 lone lead bytes), each its own
+/// analysis at every node that meets the whole vocabulary, become one.
+/// `tests::class_keys_give_the_same_cuts` and `tests::apostrophe_and_byte_class_keys_give_the_same_cuts`
+/// check this against the plain keys for every known pattern.
 pub(super) fn class_key(apostrophe: bool, key: &[u8], out: &mut Vec<u8>) {
     out.clear();
-    if apostrophe || key.contains(&b'\'') {
-        out.extend_from_slice(key);
-        return;
+    if let [b] = key {
+        if *b >= 0x80 {
+            out.push(0xff);
+            return;
+        }
     }
-    let flags = class_flags();
+    let near = apostrophe || key.contains(&b'\'');
     let reps = class_reps();
     let mut tmp = [0u8; 4];
     for chunk in key.utf8_chunks() {
         for c in chunk.valid().chars() {
-            let literal = c.is_ascii() && LITERAL.contains(&(c as u8));
-            let rep = if literal {
+            let keep =
+                (c.is_ascii() && LITERAL.contains(&(c as u8))) || (near && contraction_letter(c));
+            let rep = if keep {
                 c
             } else {
-                reps[flags[c as usize] as usize].unwrap_or(c)
+                reps[char_flags(c) as usize].unwrap_or(c)
             };
             out.extend_from_slice(rep.encode_utf8(&mut tmp).as_bytes());
         }
         out.extend_from_slice(chunk.invalid());
     }
-    shorten_whitespace_key(out);
+    if !near {
+        shorten_whitespace_key(out);
+    }
 }
 
 /// A key of whitespace only (a token that is a whitespace run) with three or more characters
@@ -411,38 +436,13 @@ impl ByteLm {
     }
 }
 
-/// The character classes the known patterns tell apart, as flags: `pretokenize`'s scanners
-/// test nothing else about a character outside ASCII (every literal of the patterns is
-/// ASCII), so two such characters with the same flags are pre-tokenized alike.
-const CLASS_SETS: [&str; 6] = [
-    r"\s",
-    r"\p{L}",
-    r"\p{N}",
-    r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]",
-    r"[\p{Ll}\p{Lm}\p{Lo}\p{M}]",
-    r"[\r\n]",
-];
-
-/// Flags of every code point ([`CLASS_SETS`]), built on first use.
-fn class_flags() -> &'static [u8] {
-    static FLAGS: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    FLAGS.get_or_init(|| {
-        use regex_syntax::hir::{Class, HirKind};
-        let mut flags = vec![0u8; 0x11_0000];
-        for (bit, re) in CLASS_SETS.iter().enumerate() {
-            let hir = regex_syntax::Parser::new()
-                .parse(re)
-                .expect("built-in class parses");
-            if let HirKind::Class(Class::Unicode(c)) = hir.kind() {
-                for r in c.ranges() {
-                    for f in &mut flags[r.start() as usize..=r.end() as usize] {
-                        *f |= 1 << bit;
-                    }
-                }
-            }
-        }
-        flags
-    })
+/// The class flags of `c`: the character classes the known patterns tell apart, from the
+/// pre-tokenizer's own tables (`pretokenize::classes`, read from `regex_syntax`), so that the
+/// class keys follow exactly what the scanners read. The scanners test nothing else about a
+/// character outside ASCII (every literal of the patterns is ASCII), so two such characters
+/// with the same flags are pre-tokenized alike. Six flags: values below 64.
+fn char_flags(c: char) -> u8 {
+    crate::pretokenize::classes::tables().of_char(c as u32)
 }
 
 /// Lookahead keys standing for every way a token that ends inside its first character can go
@@ -460,7 +460,6 @@ pub(super) fn completion_keys(bytes: &[u8]) -> Vec<Vec<u8>> {
         _ => 4,
     };
     let missing = need - bytes.len();
-    let flags = class_flags();
     let mut seen = [false; 256];
     let mut keys = vec![bytes[..1].to_vec()];
     let mut c = bytes.to_vec();
@@ -472,7 +471,7 @@ pub(super) fn completion_keys(bytes: &[u8]) -> Vec<Vec<u8>> {
             k /= 64;
         }
         if let Ok(s) = std::str::from_utf8(&c) {
-            let f = flags[s.chars().next().expect("one character") as usize];
+            let f = char_flags(s.chars().next().expect("one character"));
             if !seen[f as usize] {
                 seen[f as usize] = true;
                 keys.push(c.clone());
@@ -496,11 +495,12 @@ impl ByteLm {
 /// No lookahead key (the token's first character is cut).
 pub(super) const NO_KEY: u32 = u32::MAX;
 
-/// A token's lookahead key, interned: as it is, and as its class key after a node without an
-/// apostrophe near its end ([`class_key`]); `stray`: [`starts_with_stray_byte`].
+/// A token's lookahead key, interned: its class key ([`class_key`]) after a node with an
+/// apostrophe near its end (`near`) and after any other node (`class`); `stray`:
+/// [`starts_with_stray_byte`].
 #[derive(Debug, Clone, Copy)]
 pub(super) struct KeyIds {
-    pub raw: u32,
+    pub near: u32,
     pub class: u32,
     pub stray: bool,
 }
@@ -526,7 +526,7 @@ impl TokenKeys {
             })
         };
         let none = KeyIds {
-            raw: NO_KEY,
+            near: NO_KEY,
             class: NO_KEY,
             stray: false,
         };
@@ -536,9 +536,11 @@ impl TokenKeys {
             let Some(key) = lookahead_key(bytes) else {
                 continue;
             };
+            class_key(true, key, &mut class);
+            let near = intern(&class);
             class_key(false, key, &mut class);
             of[id as usize] = KeyIds {
-                raw: intern(key),
+                near,
                 class: intern(&class),
                 stray: starts_with_stray_byte(key),
             };

@@ -25,8 +25,8 @@ struct NodeState {
     ends: Vec<usize>,
     /// `bytes` ends inside a character.
     cut_char: bool,
-    /// [`apostrophe_near`] of `bytes`: keys are not replaced by their class (see
-    /// [`class_key`]).
+    /// [`apostrophe_near`] of `bytes`: the letters of the contractions keep their own keys
+    /// (see [`class_key`]).
     apostrophe: bool,
     /// Rules by lookahead key (its [`class_key`]), in front of [`ByteLm`]'s cache by (path,
     /// key); the last one looked up is kept apart, since tokens come in sorted order and share
@@ -181,8 +181,8 @@ impl<'a> Check<'a> {
         let node = &self.nodes[n];
         // A key made of a stray byte may complete a character cut at the end of the node.
         let key = ids
-            .filter(|k| k.raw != NO_KEY && !(node.cut_char && k.stray))
-            .map(|k| if node.apostrophe { k.raw } else { k.class });
+            .filter(|k| k.class != NO_KEY && !(node.cut_char && k.stray))
+            .map(|k| if node.apostrophe { k.near } else { k.class });
         if let Some(key) = key {
             match self.rule_by_id(n, key)? {
                 Local::Invalid => return Ok(false),
@@ -485,24 +485,42 @@ impl ByteLm {
                 let row = rows[i];
                 let rest = &window[tree.ends[i]..];
                 check.enter(&tree.nodes[i], tree.ends[i])?;
-                for j in self.vocab.prefix_range(rest) {
-                    let id = self.vocab.id(j);
-                    let Some(&lp) = row.get(id as usize) else {
-                        continue;
-                    };
-                    if lp == f64::NEG_INFINITY || !check.valid(id, self.vocab.bytes(j))? {
-                        continue;
+                if rest.is_empty() {
+                    // Every token, each into the bin of its first byte. In id order, not the
+                    // sorted vocabulary's: the row (fresh from the model, not in cache), the
+                    // node's table and the token keys are then read in sequence; a node ending
+                    // at the end of `x` meets the whole vocabulary.
+                    let bpe = self.enc.bpe();
+                    for (id, &lp) in row.iter().enumerate() {
+                        let id = id as Rank;
+                        if lp == f64::NEG_INFINITY {
+                            continue;
+                        }
+                        let Some(bytes) = bpe.token_bytes(id) else {
+                            continue;
+                        };
+                        if check.valid(id, bytes)? {
+                            bins[bytes[0] as usize] += (base + lp).exp();
+                        }
                     }
-                    let bytes = self.vocab.bytes(j);
-                    let w = (base + lp).exp();
-                    if bytes.len() == rest.len() {
-                        // Ends exactly at |x|: a cover of x, and a node of its own whose
-                        // children carry the next byte.
-                        total += w;
-                        continue;
-                    }
-                    bins[bytes[rest.len()] as usize] += w;
-                    if !rest.is_empty() {
+                } else {
+                    for j in self.vocab.prefix_range(rest) {
+                        let id = self.vocab.id(j);
+                        let Some(&lp) = row.get(id as usize) else {
+                            continue;
+                        };
+                        if lp == f64::NEG_INFINITY || !check.valid(id, self.vocab.bytes(j))? {
+                            continue;
+                        }
+                        let bytes = self.vocab.bytes(j);
+                        let w = (base + lp).exp();
+                        if bytes.len() == rest.len() {
+                            // Ends exactly at |x|: a cover of x, and a node of its own whose
+                            // children carry the next byte.
+                            total += w;
+                            continue;
+                        }
+                        bins[bytes[rest.len()] as usize] += w;
                         total += w;
                     }
                 }

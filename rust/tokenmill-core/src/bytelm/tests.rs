@@ -333,6 +333,95 @@ fn class_keys_give_the_same_cuts() {
     }
 }
 
+/// Characters for [`apostrophe_and_byte_class_keys_give_the_same_cuts`]: every letter of the
+/// contractions in both cases and U+017F (folds to `s`), other letters, apostrophes and a few
+/// characters of the other classes.
+const CONTRACTION_ALPHABET: [&str; 32] = [
+    "'", "'", "'", "s", "t", "r", "e", "v", "m", "l", "d", "S", "T", "R", "E", "V", "M", "L", "D",
+    "\u{17F}", "a", "k", "K", "z", "\u{E9}", "\u{3A9}", " ", "\n", "\t", "0", ".", "\u{300}",
+];
+
+#[test]
+fn apostrophe_and_byte_class_keys_give_the_same_cuts() {
+    // After a node with an apostrophe near its end, letters other than those of the
+    // contractions go by class; a key of one byte of 0x80 or more stands for all of them
+    // (after a head that does not end inside a character). Both against the plain keys, with
+    // all probes and with `cut_at`'s choice.
+    for pattern in KNOWN_PATTERNS {
+        let lm = toy(pattern);
+        let mut rng = StdRng::seed_from_u64(13);
+        let mut replaced = 0;
+        let mut class = Vec::new();
+        for round in 0..8_000 {
+            let text = |rng: &mut StdRng, max: usize| {
+                let n = rng.random_range(0..=max);
+                (0..n)
+                    .flat_map(|_| {
+                        CONTRACTION_ALPHABET[rng.random_range(0..CONTRACTION_ALPHABET.len())]
+                            .as_bytes()
+                            .to_vec()
+                    })
+                    .collect::<Vec<u8>>()
+            };
+            let mut head = text(&mut rng, 5);
+            if rng.random_bool(0.7) {
+                head.push(b'\'');
+                let tail = text(&mut rng, 1);
+                head.extend_from_slice(&tail);
+            }
+            if rng.random_bool(0.1) {
+                head.push(0xff); // a stray byte inside the node
+            }
+            let token = if round % 4 == 0 {
+                vec![rng.random_range(0x80..=0xffu8)]
+            } else {
+                text(&mut rng, 3)
+            };
+            let key = if token.len() == 1 && token[0] >= 0x80 {
+                &token[..]
+            } else {
+                let Some(key) = fast::lookahead_key(&token) else {
+                    continue;
+                };
+                key
+            };
+            fast::class_key(fast::apostrophe_near(&head), key, &mut class);
+            if class[..] == *key {
+                continue;
+            }
+            replaced += 1;
+            let ends: Vec<usize> = (1..=head.len()).collect();
+            let what = || {
+                format!(
+                    "{pattern}: {:?} + {:?} as {:?}",
+                    String::from_utf8_lossy(&head),
+                    key,
+                    class
+                )
+            };
+            assert_eq!(
+                fast::decided_by_key(&head, key),
+                fast::decided_by_key(&head, &class),
+                "{}",
+                what()
+            );
+            assert_eq!(
+                lm.cut_at_full(&head, key, &ends).unwrap(),
+                lm.cut_at_full(&head, &class, &ends).unwrap(),
+                "{}",
+                what()
+            );
+            assert_eq!(
+                lm.cut_at(&head, key, &ends).unwrap(),
+                lm.cut_at(&head, &class, &ends).unwrap(),
+                "{}",
+                what()
+            );
+        }
+        assert!(replaced > 3000, "{pattern}: few keys replaced: {replaced}");
+    }
+}
+
 #[test]
 fn whitespace_class_keys_give_the_same_cuts() {
     // Tokens that are whitespace runs (shortened to two characters by `class_key`), after

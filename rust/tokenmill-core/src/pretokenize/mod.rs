@@ -22,7 +22,7 @@
 //! text (no step rescans more than a constant number of times what the previous one scanned).
 
 mod cl100k;
-mod classes;
+pub(crate) mod classes;
 mod gpt2;
 mod o200k;
 #[cfg(test)]

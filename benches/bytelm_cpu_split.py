@@ -1,0 +1,111 @@
+"""Where the CPU time of byte-level scoring goes: model forward, tokenmill's Rust calls, the rest.
+
+The same 829 held-out bytes as the ensemble part of `bench_bytelm.py` (`--seed 1`, three
+files, 300 bytes each cut to a line start), `next_byte_logprobs` of every prefix, timed with
+`time.process_time` (CPU time of this process: less disturbed than wall time when other work
+shares the cores). "forward" is `_HFRunner._forward` (the model call, the tree mask and the
+float64 log-softmax, as `ByteLM.forward_seconds` counts it); "rust" the calls on `ByteLM.core`
+(`tree`, `marginalize_rows`); the rest is the Python glue (cache bookkeeping and crop, the
+normalisation, this loop).
+
+    python benches/bytelm_cpu_split.py [--models code-a,code-b] [--seed 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "python"))
+
+
+class _Timed:
+    """`ByteLmCore` with each method call's CPU time added to `spent[name]`."""
+
+    def __init__(self, core: Any, spent: dict[str, float]) -> None:
+        self._core = core
+        self._spent = spent
+
+    def __getattr__(self, name: str) -> Any:
+        f = getattr(self._core, name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t = time.process_time()
+            try:
+                return f(*args, **kwargs)
+            finally:
+                self._spent[name] = self._spent.get(name, 0.0) + time.process_time() - t
+
+        return timed
+
+
+def chunks(seed: int, n_files: int = 3, n_bytes: int = 300) -> list[bytes]:
+    """`bench_bytelm.bench_bpb`'s chunks."""
+    from tokenmill.models import heldout_texts
+
+    rng = random.Random(seed + 1)
+    files = [t.encode() for _, t in heldout_texts() if len(t) > 2000]
+    rng.shuffle(files)
+    out = []
+    for text in files[:n_files]:
+        start = rng.randrange(0, len(text) - n_bytes)
+        chunk = text[start : start + n_bytes]
+        out.append(chunk[chunk.index(b"\n") + 1 :] if b"\n" in chunk else chunk)
+    return out
+
+
+def main() -> None:
+    import torch
+
+    from tokenmill import bytelm
+    from tokenmill.models import load
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="code-a,code-b")
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    forward = bytelm._HFRunner._forward
+    spent: dict[str, float] = {}
+
+    def timed_forward(self: Any, *a: Any) -> Any:
+        t = time.process_time()
+        try:
+            return forward(self, *a)
+        finally:
+            spent["forward"] = spent.get("forward", 0.0) + time.process_time() - t
+
+    bytelm._HFRunner._forward = timed_forward  # type: ignore[method-assign]
+    texts = chunks(args.seed)
+    print(
+        "| model | bytes | CPU total (s) | forward | tree | marginalize_rows | rest | outside the model |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name in args.models.split(","):
+        model, tok = load(name)
+        lm = bytelm.ByteLM(model, tok)
+        lm.core = _Timed(lm.core, spent)  # type: ignore[assignment]
+        spent.clear()
+        n = 0
+        t0 = time.process_time()
+        for chunk in texts:
+            for k in range(len(chunk)):
+                lm.next_byte_logprobs(chunk[:k])
+                n += 1
+        total = time.process_time() - t0
+        fwd, tree, marg = (spent.get(k, 0.0) for k in ("forward", "tree", "marginalize_rows"))
+        rest = total - fwd - tree - marg
+        print(
+            f"| {name} | {n} | {total:.2f} | {fwd:.2f} | {tree:.3f} | {marg:.3f} | {rest:.3f} | "
+            f"{100 * (total - fwd) / total:.1f}% |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
