@@ -301,36 +301,41 @@ fn class_keys_give_the_same_cuts() {
                 continue;
             }
             replaced += 1;
-            let ends: Vec<usize> = (1..=head.len()).collect();
-            let what = || {
+            assert_same_cuts(&lm, &head, key, &class, &|| {
                 format!(
                     "{pattern}: {:?} + {:?} as {:?}",
                     String::from_utf8_lossy(&head),
                     String::from_utf8_lossy(key),
                     String::from_utf8_lossy(&class)
                 )
-            };
-            assert_eq!(
-                fast::decided_by_key(&head, key),
-                fast::decided_by_key(&head, &class),
-                "{}",
-                what()
-            );
-            assert_eq!(
-                lm.cut_at_full(&head, key, &ends).unwrap(),
-                lm.cut_at_full(&head, &class, &ends).unwrap(),
-                "{}",
-                what()
-            );
-            assert_eq!(
-                lm.cut_at(&head, key, &ends).unwrap(),
-                lm.cut_at(&head, &class, &ends).unwrap(),
-                "{}",
-                what()
-            );
+            });
         }
         assert!(replaced > 2000, "{pattern}: few keys replaced: {replaced}");
     }
+}
+
+/// After `head`, `key` and its class key `class` are cut alike: by the quick test, by the
+/// analysis with all probes, and by `cut_at`'s choice.
+fn assert_same_cuts(lm: &ByteLm, head: &[u8], key: &[u8], class: &[u8], what: &dyn Fn() -> String) {
+    let ends: Vec<usize> = (1..=head.len()).collect();
+    assert_eq!(
+        fast::decided_by_key(head, key),
+        fast::decided_by_key(head, class),
+        "{}",
+        what()
+    );
+    assert_eq!(
+        lm.cut_at_full(head, key, &ends).unwrap(),
+        lm.cut_at_full(head, class, &ends).unwrap(),
+        "{}",
+        what()
+    );
+    assert_eq!(
+        lm.cut_at(head, key, &ends).unwrap(),
+        lm.cut_at(head, class, &ends).unwrap(),
+        "{}",
+        what()
+    );
 }
 
 /// Characters for [`apostrophe_and_byte_class_keys_give_the_same_cuts`]: every letter of the
@@ -390,33 +395,14 @@ fn apostrophe_and_byte_class_keys_give_the_same_cuts() {
                 continue;
             }
             replaced += 1;
-            let ends: Vec<usize> = (1..=head.len()).collect();
-            let what = || {
+            assert_same_cuts(&lm, &head, key, &class, &|| {
                 format!(
                     "{pattern}: {:?} + {:?} as {:?}",
                     String::from_utf8_lossy(&head),
                     key,
                     class
                 )
-            };
-            assert_eq!(
-                fast::decided_by_key(&head, key),
-                fast::decided_by_key(&head, &class),
-                "{}",
-                what()
-            );
-            assert_eq!(
-                lm.cut_at_full(&head, key, &ends).unwrap(),
-                lm.cut_at_full(&head, &class, &ends).unwrap(),
-                "{}",
-                what()
-            );
-            assert_eq!(
-                lm.cut_at(&head, key, &ends).unwrap(),
-                lm.cut_at(&head, &class, &ends).unwrap(),
-                "{}",
-                what()
-            );
+            });
         }
         assert!(replaced > 3000, "{pattern}: few keys replaced: {replaced}");
     }
