@@ -107,6 +107,22 @@ fn inputs_of(
     (ids, pos, mask, expected)
 }
 
+fn shape_err(e: numpy::ndarray::ShapeError) -> PyErr {
+    errors::to_py(Error::InvalidArgument(format!("forward inputs: {e}")))
+}
+
+/// The mask buffer as a (1, 1, n, keys) array of either float type, without a copy.
+fn mask_array<T: numpy::Element>(
+    py: Python<'_>,
+    shape: (usize, usize, usize, usize),
+    m: Vec<T>,
+) -> PyResult<Bound<'_, PyUntypedArray>> {
+    let a = Array4::from_shape_vec(shape, m).map_err(shape_err)?;
+    Ok(a.into_pyarray(py)
+        .into_any()
+        .cast_into::<PyUntypedArray>()?)
+}
+
 fn inputs_to_py<'py>(
     py: Python<'py>,
     (ids, pos, mask, expected): InputParts,
@@ -114,29 +130,14 @@ fn inputs_to_py<'py>(
 ) -> PyResult<ForwardInputs<'py>> {
     // `prefix_len`: cache slots, live or dead (the mask's key columns before the tree's).
     let n = ids.len();
-    let shape_err = |e: numpy::ndarray::ShapeError| {
-        errors::to_py(Error::InvalidArgument(format!("forward inputs: {e}")))
-    };
     // The vectors become the arrays' buffers (no copy); torch.from_numpy then shares them.
     let ids = Array2::from_shape_vec((1, n), ids).map_err(shape_err)?;
     let pos = Array2::from_shape_vec((1, n), pos).map_err(shape_err)?;
     let shape = (1, 1, n, prefix_len + n);
     let mask = match mask {
         None => None,
-        Some(Mask::F32(m)) => Some(
-            Array4::from_shape_vec(shape, m)
-                .map_err(shape_err)?
-                .into_pyarray(py)
-                .into_any()
-                .cast_into::<PyUntypedArray>()?,
-        ),
-        Some(Mask::F64(m)) => Some(
-            Array4::from_shape_vec(shape, m)
-                .map_err(shape_err)?
-                .into_pyarray(py)
-                .into_any()
-                .cast_into::<PyUntypedArray>()?,
-        ),
+        Some(Mask::F32(m)) => Some(mask_array(py, shape, m)?),
+        Some(Mask::F64(m)) => Some(mask_array(py, shape, m)?),
     };
     Ok((ids.into_pyarray(py), pos.into_pyarray(py), mask, expected))
 }

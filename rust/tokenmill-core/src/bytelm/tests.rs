@@ -37,12 +37,18 @@ const ALPHABET: [&str; 14] = [
     "\u{20000}",
 ];
 
-fn random_text(rng: &mut StdRng, max_chars: usize) -> Vec<u8> {
-    let n = rng.random_range(0..=max_chars);
+/// Up to `max` characters drawn from `alphabet`, as bytes.
+fn chars_from(rng: &mut StdRng, alphabet: &[&str], max: usize) -> Vec<u8> {
+    let n = rng.random_range(0..=max);
     let mut out = Vec::new();
     for _ in 0..n {
-        out.extend_from_slice(ALPHABET[rng.random_range(0..ALPHABET.len())].as_bytes());
+        out.extend_from_slice(alphabet[rng.random_range(0..alphabet.len())].as_bytes());
     }
+    out
+}
+
+fn random_text(rng: &mut StdRng, max_chars: usize) -> Vec<u8> {
+    let mut out = chars_from(rng, &ALPHABET, max_chars);
     if rng.random_bool(0.1) {
         out.push(0xc3); // an incomplete character at the end
     }
@@ -278,18 +284,8 @@ fn class_keys_give_the_same_cuts() {
         let mut replaced = 0;
         let mut class = Vec::new();
         for _ in 0..6_000 {
-            let mut text = |max: usize| {
-                let n = rng.random_range(0..=max);
-                (0..n)
-                    .flat_map(|_| {
-                        CLASS_ALPHABET[rng.random_range(0..CLASS_ALPHABET.len())]
-                            .as_bytes()
-                            .to_vec()
-                    })
-                    .collect::<Vec<u8>>()
-            };
-            let mut head = text(6);
-            let token = text(4);
+            let mut head = chars_from(&mut rng, &CLASS_ALPHABET, 6);
+            let token = chars_from(&mut rng, &CLASS_ALPHABET, 4);
             if rng.random_bool(0.15) {
                 head.push(0xc3); // a character cut at the end of the node
             }
@@ -358,20 +354,10 @@ fn apostrophe_and_byte_class_keys_give_the_same_cuts() {
         let mut replaced = 0;
         let mut class = Vec::new();
         for round in 0..8_000 {
-            let text = |rng: &mut StdRng, max: usize| {
-                let n = rng.random_range(0..=max);
-                (0..n)
-                    .flat_map(|_| {
-                        CONTRACTION_ALPHABET[rng.random_range(0..CONTRACTION_ALPHABET.len())]
-                            .as_bytes()
-                            .to_vec()
-                    })
-                    .collect::<Vec<u8>>()
-            };
-            let mut head = text(&mut rng, 5);
+            let mut head = chars_from(&mut rng, &CONTRACTION_ALPHABET, 5);
             if rng.random_bool(0.7) {
                 head.push(b'\'');
-                let tail = text(&mut rng, 1);
+                let tail = chars_from(&mut rng, &CONTRACTION_ALPHABET, 1);
                 head.extend_from_slice(&tail);
             }
             if rng.random_bool(0.1) {
@@ -380,7 +366,7 @@ fn apostrophe_and_byte_class_keys_give_the_same_cuts() {
             let token = if round % 4 == 0 {
                 vec![rng.random_range(0x80..=0xffu8)]
             } else {
-                text(&mut rng, 3)
+                chars_from(&mut rng, &CONTRACTION_ALPHABET, 3)
             };
             let key = if token.len() == 1 && token[0] >= 0x80 {
                 &token[..]
