@@ -91,8 +91,10 @@ fn argmax_portable(row: &[f32]) -> usize {
 }
 
 /// e^x for x <= 0 (x below -87 gives e^-87, about 1.6e-38, instead of a subnormal or 0),
-/// branch-free so that loops over it vectorise: x = n ln 2 + r with |r| <= ln2 / 2, e^r by its
-/// Taylor polynomial to degree 7 (relative error below 1e-7), 2^n built in the exponent bits.
+/// branch-free so that loops over it vectorise: x = n ln 2 + r with |r| <= ln2 / 2, e^r as
+/// 1 + r + r^2 p(r) with Cephes' degree-5 minimax p (`expf`; relative error below 1e-7, and
+/// two operations fewer than the Taylor polynomial of the same accuracy), 2^n built in the
+/// exponent bits.
 #[inline(always)]
 fn exp_nonpositive(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -106,12 +108,11 @@ fn exp_nonpositive(x: f32) -> f32 {
     let r = x - n * LN2_HI - n * LN2_LO;
     let ni = t.to_bits() as i32 - MAGIC.to_bits() as i32;
     let scale = f32::from_bits(((ni + 127) << 23) as u32);
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
-    p * scale
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5;
+    (p * (r * r) + r + 1.0) * scale
 }
 
 /// Sum of e^(x - m) over the row (m: its maximum), vectorisable.
@@ -150,6 +151,9 @@ fn top_k_probs_avx2(row: &[f32], k: usize, ids: &mut Vec<Rank>, probs: &mut Vec<
     top_k_probs_portable(row, k, ids, probs)
 }
 
+/// Values per block of the threshold pass (eight vectors of `LANES`).
+const BLOCK: usize = 8 * LANES;
+
 #[inline(always)]
 fn top_k_probs_portable(row: &[f32], k: usize, ids: &mut Vec<Rank>, probs: &mut Vec<f32>) {
     ids.clear();
@@ -157,56 +161,45 @@ fn top_k_probs_portable(row: &[f32], k: usize, ids: &mut Vec<Rank>, probs: &mut 
     if k == 0 {
         return;
     }
-    // No separate pass for the maximum and NaNs (one pass of three over the row): the maximum
-    // is the best of the top k, and a NaN anywhere makes the normaliser NaN (NaN - m is NaN
-    // whatever m is, and so is every sum holding it), checked at the end. A NaN met while the
-    // buffer fills may sit in it; it only matters for rows that are then discarded.
-    // Insertion into a sorted buffer of the best `k` so far. Once it is full an entry must beat
-    // the k-th to enter, which after the first few hundred entries is rare: chunks none of
-    // whose entries beats it are skipped after one vector comparison (a third of the time of
-    // testing every entry).
-    let mut vals: Vec<f32> = Vec::with_capacity(k + 1);
-    let mut kth = f32::NEG_INFINITY;
-    let mut offer = |i: usize, x: f32, ids: &mut Vec<Rank>, kth: &mut f32| {
-        if vals.len() == k && x <= *kth {
-            return;
-        }
-        // After every value >= x: equal values keep index order.
-        let at = vals.partition_point(|&v| v >= x);
-        vals.insert(at, x);
-        ids.insert(at, i as Rank);
-        if vals.len() > k {
-            vals.pop();
-            ids.pop();
-        }
-        if vals.len() == k {
-            *kth = vals[k - 1];
-        }
-    };
+    // The top k without keeping a sorted buffer over the whole row (inserting into it, about
+    // k ln(n / k) times for a row in random order, cost more than the rest of the function):
+    // the k-th largest of the blocks' maxima is a threshold that at least k values reach (one
+    // per block), so the top k are among the values reaching it, which in a row of logits are
+    // few. No NaN ever reaches it (comparisons with NaN are false); a NaN anywhere makes the
+    // normaliser NaN, checked at the end.
+    let blocks = row.chunks_exact(BLOCK);
+    let mut threshold = f32::NEG_INFINITY;
+    if blocks.len() >= k {
+        let mut maxima: Vec<f32> = blocks.map(max_of_block).collect();
+        let (_, kth, _) = maxima.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+        threshold = *kth;
+    }
+    let mut cands: Vec<(u32, f32)> = Vec::new();
     let chunks = row.chunks_exact(LANES);
     let tail = chunks.len() * LANES;
     for (ci, c) in chunks.enumerate() {
-        // `ids.len() == k` iff the buffer is full. Whether any lane beats the k-th is one
-        // vector compare (a running maximum across the lanes would be a serial chain); no NaN
-        // here: checked above.
-        if ids.len() == k {
-            let mut beats = false;
-            for &x in c {
-                beats |= x > kth;
-            }
-            if !beats {
-                continue;
-            }
+        let mut reach = false;
+        for &x in c {
+            reach |= x >= threshold;
         }
-        for (l, &x) in c.iter().enumerate() {
-            offer(ci * LANES + l, x, ids, &mut kth);
+        if reach {
+            for (l, &x) in c.iter().enumerate() {
+                if x >= threshold {
+                    cands.push(((ci * LANES + l) as u32, x));
+                }
+            }
         }
     }
     for (i, &x) in row[tail..].iter().enumerate() {
-        offer(tail + i, x, ids, &mut kth);
+        if x >= threshold {
+            cands.push(((tail + i) as u32, x));
+        }
     }
-    let vals: Vec<f32> = ids.iter().map(|&i| row[i as usize]).collect();
-    let m = vals.first().copied().unwrap_or(f32::NEG_INFINITY);
+    // Stable, by decreasing value: equal values keep index order. No NaN among candidates.
+    cands.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal));
+    cands.truncate(k);
+    ids.extend(cands.iter().map(|&(i, _)| i as Rank));
+    let m = cands.first().map_or(f32::NEG_INFINITY, |c| c.1);
     let total = if m.is_finite() {
         sum_exp(row, m)
     } else {
@@ -216,7 +209,20 @@ fn top_k_probs_portable(row: &[f32], k: usize, ids: &mut Vec<Rank>, probs: &mut 
         ids.clear();
         return;
     }
-    probs.extend(vals.iter().map(|&v| exp_nonpositive(v - m) / total));
+    probs.extend(cands.iter().map(|&(_, v)| exp_nonpositive(v - m) / total));
+}
+
+/// The largest value of a block (NaNs ignored), vectorisable.
+#[inline(always)]
+fn max_of_block(block: &[f32]) -> f32 {
+    let mut m = [f32::NEG_INFINITY; LANES];
+    for c in block.chunks_exact(LANES) {
+        for l in 0..LANES {
+            m[l] = if c[l] > m[l] { c[l] } else { m[l] };
+        }
+    }
+    m.iter()
+        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a })
 }
 
 #[cfg(test)]
