@@ -692,6 +692,16 @@ def test_fused_step_binding_rejects_misuse() -> None:
     assert mask is None
     with pytest.raises(ValueError, match="logits"):
         s.step_greedy(np.zeros((2, 16), dtype=np.float32), 4)
+    # Tensors are read in place: only contiguous float32 ones on the CPU.
+    for bad, why in [
+        (np.zeros((1, 16), dtype=np.float64), "float32"),
+        (torch.zeros(1, 16, dtype=torch.float64), "float64"),
+        (torch.zeros(1, 32)[:, ::2], "contiguous"),
+        (torch.zeros(1, 16, device="meta"), "CPU"),
+        ([0.0] * 16, "list"),
+    ]:
+        with pytest.raises(ValueError, match=why):
+            s.step_greedy(bad, 4)
     logits = np.zeros((1, 16), dtype=np.float32)
     logits[0, 7] = 1.0  # an EOS id ends the generation
     tokens, drafts, done, live, inputs, _, _ = s.step_greedy(logits, 4)

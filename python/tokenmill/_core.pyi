@@ -1,6 +1,6 @@
 # Type stubs for the Rust extension (rust/tokenmill-py). Keep in step with the bindings.
 from collections.abc import Callable, Iterable, Sequence
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -291,7 +291,9 @@ class Speculator:
         float64: bool = False,
     ) -> _ForwardInputs: ...
     def step_greedy(
-        self, logits: npt.NDArray[np.float32], remaining: int
+        self,
+        logits: npt.NDArray[np.float32] | Any,  # Any: a float32 CPU torch.Tensor
+        remaining: int,
     ) -> tuple[
         list[int],
         int,
