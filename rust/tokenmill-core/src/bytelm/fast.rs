@@ -160,8 +160,8 @@ impl ByteLm {
 /// The end of text and the neutral characters: the first probes of [`super::canon::probes`].
 const QUICK_PROBES: usize = 1 + super::canon::NEUTRAL.len();
 
-/// See [`ByteLm::cut_at`]: no apostrophe among the last two characters of `head` or in `key`,
-/// and `key` does not end with whitespace. A byte of `key` that is not UTF-8 is a symbol
+/// See [`ByteLm::cut_at`]: no contraction in `head` reaches past its end ([`apostrophe_near`]),
+/// no apostrophe in `key`, and `key` does not end with whitespace. A byte of `key` that is not UTF-8 is a symbol
 /// (U+FFFD), as the pre-tokenizer sees it.
 pub(super) fn decided_by_key(head: &[u8], key: &[u8]) -> bool {
     let k = String::from_utf8_lossy(key);
@@ -169,15 +169,22 @@ pub(super) fn decided_by_key(head: &[u8], key: &[u8]) -> bool {
     ends_closed && !k.contains('\'') && !apostrophe_near(head)
 }
 
-/// Is an apostrophe among the last two characters of `head` (a contraction that starts there
-/// can take the characters after it)?
+/// Can a contraction that starts in `head` take characters after it? Only from an apostrophe
+/// that is the last character, or the one before the last when the last is the first letter
+/// of a two-letter contraction (`'re`, `'ve`, `'ll`, in either case): `'s`, `'t`, `'m` and
+/// `'d` end within two characters, and under the patterns' case folding no character outside
+/// ASCII stands for `r`, `v` or `l` (`pretokenize::classes`; only U+017F folds, to `s`). An
+/// apostrophe followed by anything else (`'_`, `'(`, a digit, another letter) starts no
+/// contraction at all.
 pub(super) fn apostrophe_near(head: &[u8]) -> bool {
     let near = &head[head.len().saturating_sub(8)..];
-    String::from_utf8_lossy(near)
-        .chars()
-        .rev()
-        .take(2)
-        .any(|c| c == '\'')
+    let text = String::from_utf8_lossy(near);
+    let mut last = text.chars().rev();
+    match (last.next(), last.next()) {
+        (Some('\''), _) => true,
+        (Some(c), Some('\'')) => matches!(c, 'r' | 'R' | 'v' | 'V' | 'l' | 'L'),
+        _ => false,
+    }
 }
 
 /// The ASCII characters the scanners of `pretokenize` name literally (outside the
@@ -213,16 +220,16 @@ fn contraction_letter(c: char) -> bool {
 /// The lookahead key that stands for `key` in the cut analysis after a node (`apostrophe`:
 /// [`apostrophe_near`] of the node's bytes): each character replaced by the first one of its
 /// class ([`class_reps`]), except those of [`LITERAL`], bytes that are not UTF-8 and, when
-/// the node's last two characters or the key hold an apostrophe, the letters of the
-/// contractions; a key that is one byte of 0x80 or more becomes `0xff`.
+/// a contraction of the node can reach past its end ([`apostrophe_near`]) or the key holds an
+/// apostrophe, the letters of the contractions; a key that is one byte of 0x80 or more becomes `0xff`.
 ///
 /// Why the cut analysis is the same: the scanners look at a character only through its class
 /// flags, except for the characters of [`LITERAL`] (kept) and the letters of a contraction,
-/// which count only within two characters after an apostrophe: with no apostrophe there, no
-/// character of the key is read as one, whatever the probe after it; with one, those letters
-/// are kept, and every other letter is replaced by a letter that is not one either (the
-/// representatives are `a`, `A` and letters outside ASCII other than U+017F). So head + key +
-/// probe and head + class key + probe are split alike, character for character; the byte
+/// which count only within two characters after an apostrophe: with no contraction reaching
+/// past the node, no character of the key is read as one, whatever the probe after it; with
+/// one, those letters are kept, and every other letter is replaced by a letter that is not
+/// one either (the representatives are `a`, `A` and letters outside ASCII other than U+017F).
+/// So head + key + probe and head + class key + probe are split alike, character for character; the byte
 /// offsets differ only after the cut (a replacement may change a character's length), and
 /// the analysis reads only the piece starts up to the cut. (A character of the key never
 /// completes a character cut at the end of the head: it starts with a byte that cannot

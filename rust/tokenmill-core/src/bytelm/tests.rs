@@ -545,3 +545,48 @@ fn unknown_patterns_are_refused() {
     let e = ByteLm::new(Encoding::new(r"\w+|\W", ranks, vec![]).unwrap()).unwrap_err();
     assert!(matches!(e, Error::Unsupported(_)));
 }
+
+#[test]
+fn every_character_after_an_apostrophe_gives_the_same_cuts() {
+    // `apostrophe_near` lets the contraction letters go by class after a head that ends with
+    // an apostrophe and one more character other than `r`, `v` or `l` (either case): every
+    // such second character, every short key of contraction letters and others, against the
+    // plain keys with all probes and with `cut_at`'s choice.
+    let keys: Vec<Vec<u8>> = {
+        let one: Vec<&str> = CONTRACTION_ALPHABET[2..26].to_vec();
+        let mut out: Vec<Vec<u8>> = one.iter().map(|c| c.as_bytes().to_vec()).collect();
+        for a in &one[1..] {
+            for b in &one {
+                out.push([a.as_bytes(), b.as_bytes()].concat());
+            }
+        }
+        out
+    };
+    let mut class = Vec::new();
+    for pattern in KNOWN_PATTERNS {
+        let lm = toy(pattern);
+        let mut replaced = 0;
+        for second in CONTRACTION_ALPHABET {
+            let head = ["x'", second].concat().into_bytes();
+            for key in &keys {
+                let Some(key) = fast::lookahead_key(key) else {
+                    continue;
+                };
+                fast::class_key(fast::apostrophe_near(&head), key, &mut class);
+                if class[..] == *key {
+                    continue;
+                }
+                replaced += 1;
+                assert_same_cuts(&lm, &head, key, &class, &|| {
+                    format!(
+                        "{pattern}: {:?} + {:?} as {:?}",
+                        String::from_utf8_lossy(&head),
+                        String::from_utf8_lossy(key),
+                        String::from_utf8_lossy(&class)
+                    )
+                });
+            }
+        }
+        assert!(replaced > 5000, "{pattern}: few keys replaced: {replaced}");
+    }
+}
