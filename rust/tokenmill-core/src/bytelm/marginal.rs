@@ -410,6 +410,23 @@ pub struct Marginal {
     pub log_prefix: f64,
 }
 
+impl Marginal {
+    /// The log of the total of the bins (the canonical mass of the next step), `-inf` when
+    /// every bin is empty: what the next-byte distribution is normalised by.
+    pub fn log_total(&self) -> f64 {
+        let top = self
+            .log_bins
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max);
+        if top == f64::NEG_INFINITY {
+            return top;
+        }
+        let sum: f64 = self.log_bins.iter().map(|&b| (b - top).exp()).sum();
+        top + sum.ln()
+    }
+}
+
 /// The model's outputs must cover every node of the tree: one path log-probability and one
 /// row of next-token log-probabilities each, all rows of one length. Returns the node count.
 fn check_shapes(what: &str, tree: &Tree, node_logp: &[f64], rows: &[&[f64]]) -> Result<usize> {
