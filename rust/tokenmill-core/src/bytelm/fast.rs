@@ -92,6 +92,7 @@ impl ByteLm {
         let mut pieces = Vec::new();
         let mut possible = false;
         let mut joined = false;
+        let mut inner = 0;
         // Piece starts up to the cut in the first probe, and how many of them (a prefix) every
         // probe so far shares.
         let mut starts: Option<Vec<usize>> = None;
@@ -111,6 +112,10 @@ impl ByteLm {
             if fits {
                 possible |= k.is_some();
                 joined |= k.is_none();
+                if k.is_none() {
+                    let last = pieces.iter().map(|&(a, _)| a).rfind(|&a| a < at);
+                    inner = inner.max(last.unwrap_or(0));
+                }
             }
             let here = pieces.iter().map(|&(a, _)| a).take_while(|&a| a <= at);
             match &starts {
@@ -151,6 +156,7 @@ impl ByteLm {
         let cut = Cut {
             possible,
             joined,
+            inner,
             anchor,
         };
         Ok((cut, unanimous))
@@ -320,6 +326,10 @@ pub(super) struct Cut {
     pub possible: bool,
     /// Some continuation puts no piece boundary there, and none inside the node's tokens.
     pub joined: bool,
+    /// The last piece start before the cut (0 if none) of the continuations that put no
+    /// piece boundary there, the latest over all of them: in each of them the node's tokens
+    /// from there on and the next token lie in one piece.
+    pub inner: usize,
     /// `(a, tokens)`: every continuation starts a piece at `a` (at most the cut), with the
     /// same pieces before it, whose encodings are `tokens`. `a` is the cut itself when every
     /// continuation cuts there.
@@ -386,8 +396,10 @@ pub(super) enum Rule {
     /// `t` is valid at the start of a text), see [`Cut::anchor`].
     After(usize),
     /// `t` continues the node's last piece: valid only if it makes a canonical pair with the
-    /// node's last token, and then by the plain test.
-    Joined,
+    /// node's last token, and then by the plain test. `path[i..] + t` lie in one piece in
+    /// every continuation that joins ([`Cut::inner`]), so they must also be what the merges
+    /// make of their bytes (a run of a piece's encoding is the encoding of its bytes).
+    Joined(usize),
     /// The plain test.
     Open,
 }
@@ -414,7 +426,8 @@ impl Cut {
         if self.possible {
             Rule::Open
         } else {
-            Rule::Joined
+            // A piece start of a continuation that fits is a token end.
+            Rule::Joined(ends.partition_point(|&e| e <= self.inner))
         }
     }
 }
