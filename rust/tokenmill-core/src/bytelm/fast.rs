@@ -166,9 +166,9 @@ impl ByteLm {
 /// The end of text and the neutral characters: the first probes of [`super::canon::probes`].
 const QUICK_PROBES: usize = 1 + super::canon::NEUTRAL.len();
 
-/// See [`ByteLm::cut_at`]: no contraction in `head` reaches past its end ([`apostrophe_near`]),
-/// no apostrophe in `key`, and `key` does not end with whitespace. A byte of `key` that is not UTF-8 is a symbol
-/// (U+FFFD), as the pre-tokenizer sees it.
+/// See [`ByteLm::cut_at`]: no contraction in `head` reaches past its end
+/// ([`apostrophe_near`]), no apostrophe in `key`, and `key` does not end with whitespace. A
+/// byte of `key` that is not UTF-8 is a symbol (U+FFFD), as the pre-tokenizer sees it.
 pub(super) fn decided_by_key(head: &[u8], key: &[u8]) -> bool {
     let k = String::from_utf8_lossy(key);
     let ends_closed = k.chars().last().is_some_and(|c| !c.is_whitespace());
@@ -227,7 +227,8 @@ fn contraction_letter(c: char) -> bool {
 /// [`apostrophe_near`] of the node's bytes): each character replaced by the first one of its
 /// class ([`class_reps`]), except those of [`LITERAL`], bytes that are not UTF-8 and, when
 /// a contraction of the node can reach past its end ([`apostrophe_near`]) or the key holds an
-/// apostrophe, the letters of the contractions; a key that is one byte of 0x80 or more becomes `0xff`.
+/// apostrophe, the letters of the contractions; a key that is one byte of 0x80 or more
+/// becomes `0xff`.
 ///
 /// Why the cut analysis is the same: the scanners look at a character only through its class
 /// flags, except for the characters of [`LITERAL`] (kept) and the letters of a contraction,
@@ -235,12 +236,13 @@ fn contraction_letter(c: char) -> bool {
 /// past the node, no character of the key is read as one, whatever the probe after it; with
 /// one, those letters are kept, and every other letter is replaced by a letter that is not
 /// one either (the representatives are `a`, `A` and letters outside ASCII other than U+017F).
-/// So head + key + probe and head + class key + probe are split alike, character for character; the byte
-/// offsets differ only after the cut (a replacement may change a character's length), and
-/// the analysis reads only the piece starts up to the cut. (A character of the key never
-/// completes a character cut at the end of the head: it starts with a byte that cannot
-/// continue one.) About 270 keys of a code vocabulary (`a` to `z`, ` a` to ` z`, indentation
-/// before each letter, the completions of lone lead bytes, ...) become a few dozen.
+/// So head + key + probe and head + class key + probe are split alike, character for
+/// character; the byte offsets differ only after the cut (a replacement may change a
+/// character's length), and the analysis reads only the piece starts up to the cut. (A
+/// character of the key never completes a character cut at the end of the head: it starts
+/// with a byte that cannot continue one.) About 270 keys of a code vocabulary (`a` to `z`,
+/// ` a` to ` z`, indentation before each letter, the completions of lone lead bytes, ...)
+/// become a few dozen.
 ///
 /// A key of one byte of 0x80 or more is a byte that is not UTF-8 whatever follows (a
 /// continuation byte, `0xc0`, `0xc1`, `0xf5` to `0xff`), or a lone lead byte (a completion
@@ -249,8 +251,10 @@ fn contraction_letter(c: char) -> bool {
 /// inside a character (a continuation byte could complete it; the marginalisation looks no
 /// such key up there). About 130 keys (77 stray bytes, 51 lone lead bytes), each its own
 /// analysis at every node that meets the whole vocabulary, become one.
-/// `tests::class_keys_give_the_same_cuts` and `tests::apostrophe_and_byte_class_keys_give_the_same_cuts`
-/// check this against the plain keys for every known pattern.
+/// `tests::class_keys_give_the_same_cuts`,
+/// `tests::apostrophe_and_byte_class_keys_give_the_same_cuts` and
+/// `tests::every_character_after_an_apostrophe_gives_the_same_cuts` check this against the
+/// plain keys for every known pattern.
 pub(super) fn class_key(apostrophe: bool, key: &[u8], out: &mut Vec<u8>) {
     out.clear();
     if let [b] = key {
