@@ -5,8 +5,8 @@ files, 300 bytes each cut to a line start), `next_byte_logprobs` of every prefix
 `time.process_time` (CPU time of this process: less disturbed than wall time when other work
 shares the cores). "forward" is `_HFRunner._forward` (the model call, the tree mask and the
 float64 log-softmax, as `ByteLM.forward_seconds` counts it); "rust" the calls on `ByteLM.core`
-(`tree`, `marginalize_rows`); the rest is the Python glue (cache bookkeeping and crop, the
-normalisation, this loop).
+(`tree`, `marginalize_rows`, which also normalises the bins); the rest is the Python glue
+(cache bookkeeping and crop, this loop).
 
     python benches/bytelm_cpu_split.py [--models code-a,code-b] [--seed 1]
 """

@@ -219,17 +219,17 @@ class ByteLmCore:
         tree: CoveringTree,
         trunk_logp: float,
         rows: npt.NDArray[np.float64],
-        node_rows: npt.NDArray[np.int64],
+        first_row: int,
         tip: npt.NDArray[np.float64] | None,
         eos: int | None,
-    ) -> tuple[npt.NDArray[np.float64], float]: ...
+    ) -> tuple[npt.NDArray[np.float64], float, npt.NDArray[np.float64], float]: ...
     def covers_rows(
         self,
         data: bytes,
         tree: CoveringTree,
         trunk_logp: float,
         rows: npt.NDArray[np.float64],
-        node_rows: npt.NDArray[np.int64],
+        first_row: int,
         tip: npt.NDArray[np.float64] | None,
     ) -> list[tuple[int, int, float]]: ...
     def shortcut_disagreements(

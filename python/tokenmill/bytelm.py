@@ -94,13 +94,13 @@ def _transform(logits: Any, temperature: float, top_p: float) -> npt.NDArray[np.
 
 
 class _Rows(NamedTuple):
-    """A tree's model outputs: node `i`'s next-token row is `rows[node_rows[i]]`, or `tip`
-    where `node_rows[i] < 0`; `trunk_lp` is the log-probability of the trunk (the root's path).
-    Path log-probabilities of the other nodes follow from the rows (in Rust)."""
+    """A tree's model outputs: node `i`'s next-token row is `rows[first_row + i]`, or `tip`
+    where `first_row + i < 0`; `trunk_lp` is the log-probability of the trunk (the root's
+    path). Path log-probabilities of the other nodes follow from the rows (in Rust)."""
 
     trunk_lp: float
     rows: npt.NDArray[np.float64]
-    node_rows: npt.NDArray[np.int64]
+    first_row: int
     tip: npt.NDArray[np.float64] | None
 
 
@@ -148,7 +148,7 @@ class _CallableRunner(_Runner):
         for i, t in enumerate(trunk):
             trunk_lp += float(self._row(base[: i + 1])[t])
         rows = np.stack([self._row(base + tuple(n)) for n in tree.nodes])
-        return _Rows(trunk_lp, rows, np.arange(len(rows), dtype=np.int64), None)
+        return _Rows(trunk_lp, rows, 0, None)
 
 
 def _crop_to(cache: Any, length: int) -> None:
@@ -249,8 +249,9 @@ class _HFRunner(_Runner):
             raise AssertionError("cache tip lost without a chain to recompute it")
         if not chain and n_nodes == 1:
             assert self._tip is not None
-            return _Rows(self._cum[-1], self._tip[None], np.zeros(1, dtype=np.int64), None)
+            return _Rows(self._cum[-1], self._tip[None], 0, None)
         ids, positions, allowed = tree.batch(chain, len(self._ids))
+        cached = len(self._ids) + len(ids)
         rows_new = self._forward(ids, positions, allowed)
         # Extend the trunk bookkeeping with the chain, then crop the branches off the cache.
         tip = None
@@ -271,11 +272,21 @@ class _HFRunner(_Runner):
         else:
             tip = self._tip
         if n_nodes > 1:
-            _crop_to(self._cache, len(self._ids))
+            # The cache's length is known here: no `get_seq_length` call (once per byte).
+            self._cache.crop(len(self._ids) - cached)
         # Node 0 is the tip (the chain's last row, or kept from an earlier forward); node i
         # is new token len(chain) + i - 1.
-        node_rows = np.arange(len(chain) - 1, len(chain) + n_nodes - 1, dtype=np.int64)
-        return _Rows(self._cum[-1], rows_new, node_rows, tip)
+        return _Rows(self._cum[-1], rows_new, len(chain) - 1, tip)
+
+
+class _Marginal(NamedTuple):
+    """`ByteLM`'s last query: the prefix, its 257 log masses, log P(prefix), and the log of the
+    masses' total (the normaliser of the next-byte distribution; `-inf` when all are 0)."""
+
+    prefix: bytes
+    bins: npt.NDArray[np.float64]
+    log_px: float
+    log_z: float
 
 
 @dataclasses.dataclass
@@ -405,7 +416,7 @@ class ByteLM(_ByteModel):
         self.last_leaked = 0.0
         self._is_hf = hasattr(model, "forward") and cfg is not None
         self._runner = self._make_runner(1.0, 1.0)
-        self._last: tuple[bytes, npt.NDArray[np.float64], float] | None = None
+        self._last: _Marginal | None = None
 
     def _make_runner(self, temperature: float, top_p: float) -> _Runner:
         t = 1.0 if temperature == 0 else temperature
@@ -422,31 +433,38 @@ class ByteLM(_ByteModel):
     def forward_seconds(self) -> float:
         return self._runner.forward_seconds
 
+    def _marginal(self, x: bytes) -> tuple[_Marginal, npt.NDArray[np.float64] | None]:
+        """The masses of `x` and, when computed now (not the last query's), the normalised
+        bins (a fresh array from Rust)."""
+        if self._last is not None and self._last.prefix == x:
+            return self._last, None
+        tree = self.core.tree(x)
+        r = self._runner.evaluate(tree)
+        bins, log_px, normalised, log_z = self.core.marginalize_rows(
+            x, tree, r.trunk_lp, r.rows, r.first_row, r.tip, self.eos_token_id
+        )
+        self._last = _Marginal(x, bins, log_px, log_z)
+        return self._last, normalised
+
     def masses(self, prefix: bytes | str) -> tuple[npt.NDArray[np.float64], float]:
         """Unnormalised: (log P(prefix b) for the 257 bins, log P(prefix)), canonical covers
         only. `next_byte_logprobs` is these bins normalised."""
         x = prefix.encode() if isinstance(prefix, str) else bytes(prefix)
-        if self._last is not None and self._last[0] == x:
-            return self._last[1], self._last[2]
-        tree = self.core.tree(x)
-        r = self._runner.evaluate(tree)
-        bins, log_px = self.core.marginalize_rows(
-            x, tree, r.trunk_lp, r.rows, r.node_rows, r.tip, self.eos_token_id
-        )
-        self._last = (x, bins, log_px)
-        return bins, log_px
+        m, _ = self._marginal(x)
+        return m.bins, m.log_px
 
     def next_byte_logprobs(self, prefix: bytes | str) -> npt.NDArray[np.float64]:
         """log P(next byte | prefix) for bytes 0..255 and end of text (index 256)."""
-        bins, log_px = self.masses(prefix)
-        top = float(bins.max())
-        if top == -math.inf:
+        x = prefix.encode() if isinstance(prefix, str) else bytes(prefix)
+        m, out = self._marginal(x)
+        if m.log_z == -math.inf:
             raise ValueError(
                 "the model gives this prefix no canonical continuation (probability 0)"
             )
-        log_z = top + math.log(float(np.exp(bins - top).sum()))
-        self.last_leaked = max(0.0, 1.0 - math.exp(log_z - log_px))
-        out: npt.NDArray[np.float64] = bins - log_z
+        self.last_leaked = max(0.0, 1.0 - math.exp(m.log_z - m.log_px))
+        if out is None:
+            # A repeated query: a fresh array, since the caller may change the one returned.
+            out = m.bins - m.log_z
         return out
 
     def _sampling(self, temperature: float, top_p: float) -> Any:
@@ -500,7 +518,7 @@ class ByteLM(_ByteModel):
         r = runner.evaluate(tree)
         generated: list[int] = []
         if x:
-            covers = self.core.covers_rows(x, tree, r.trunk_lp, r.rows, r.node_rows, r.tip)
+            covers = self.core.covers_rows(x, tree, r.trunk_lp, r.rows, r.first_row, r.tip)
             if not covers:
                 raise ValueError("the model gives this prompt no canonical cover")
             k = pick(np.array([c[2] for c in covers]))

@@ -92,6 +92,7 @@ impl ByteLm {
         let mut pieces = Vec::new();
         let mut possible = false;
         let mut joined = false;
+        let mut inner = 0;
         // Piece starts up to the cut in the first probe, and how many of them (a prefix) every
         // probe so far shares.
         let mut starts: Option<Vec<usize>> = None;
@@ -111,6 +112,10 @@ impl ByteLm {
             if fits {
                 possible |= k.is_some();
                 joined |= k.is_none();
+                if k.is_none() {
+                    let last = pieces.iter().map(|&(a, _)| a).rfind(|&a| a < at);
+                    inner = inner.max(last.unwrap_or(0));
+                }
             }
             let here = pieces.iter().map(|&(a, _)| a).take_while(|&a| a <= at);
             match &starts {
@@ -151,6 +156,7 @@ impl ByteLm {
         let cut = Cut {
             possible,
             joined,
+            inner,
             anchor,
         };
         Ok((cut, unanimous))
@@ -160,24 +166,31 @@ impl ByteLm {
 /// The end of text and the neutral characters: the first probes of [`super::canon::probes`].
 const QUICK_PROBES: usize = 1 + super::canon::NEUTRAL.len();
 
-/// See [`ByteLm::cut_at`]: no apostrophe among the last two characters of `head` or in `key`,
-/// and `key` does not end with whitespace. A byte of `key` that is not UTF-8 is a symbol
-/// (U+FFFD), as the pre-tokenizer sees it.
+/// See [`ByteLm::cut_at`]: no contraction in `head` reaches past its end
+/// ([`apostrophe_near`]), no apostrophe in `key`, and `key` does not end with whitespace. A
+/// byte of `key` that is not UTF-8 is a symbol (U+FFFD), as the pre-tokenizer sees it.
 pub(super) fn decided_by_key(head: &[u8], key: &[u8]) -> bool {
     let k = String::from_utf8_lossy(key);
     let ends_closed = k.chars().last().is_some_and(|c| !c.is_whitespace());
     ends_closed && !k.contains('\'') && !apostrophe_near(head)
 }
 
-/// Is an apostrophe among the last two characters of `head` (a contraction that starts there
-/// can take the characters after it)?
+/// Can a contraction that starts in `head` take characters after it? Only from an apostrophe
+/// that is the last character, or the one before the last when the last is the first letter
+/// of a two-letter contraction (`'re`, `'ve`, `'ll`, in either case): `'s`, `'t`, `'m` and
+/// `'d` end within two characters, and under the patterns' case folding no character outside
+/// ASCII stands for `r`, `v` or `l` (`pretokenize::classes`; only U+017F folds, to `s`). An
+/// apostrophe followed by anything else (`'_`, `'(`, a digit, another letter) starts no
+/// contraction at all.
 pub(super) fn apostrophe_near(head: &[u8]) -> bool {
     let near = &head[head.len().saturating_sub(8)..];
-    String::from_utf8_lossy(near)
-        .chars()
-        .rev()
-        .take(2)
-        .any(|c| c == '\'')
+    let text = String::from_utf8_lossy(near);
+    let mut last = text.chars().rev();
+    match (last.next(), last.next()) {
+        (Some('\''), _) => true,
+        (Some(c), Some('\'')) => matches!(c, 'r' | 'R' | 'v' | 'V' | 'l' | 'L'),
+        _ => false,
+    }
 }
 
 /// The ASCII characters the scanners of `pretokenize` name literally (outside the
@@ -213,21 +226,23 @@ fn contraction_letter(c: char) -> bool {
 /// The lookahead key that stands for `key` in the cut analysis after a node (`apostrophe`:
 /// [`apostrophe_near`] of the node's bytes): each character replaced by the first one of its
 /// class ([`class_reps`]), except those of [`LITERAL`], bytes that are not UTF-8 and, when
-/// the node's last two characters or the key hold an apostrophe, the letters of the
-/// contractions; a key that is one byte of 0x80 or more becomes `0xff`.
+/// a contraction of the node can reach past its end ([`apostrophe_near`]) or the key holds an
+/// apostrophe, the letters of the contractions; a key that is one byte of 0x80 or more
+/// becomes `0xff`.
 ///
 /// Why the cut analysis is the same: the scanners look at a character only through its class
 /// flags, except for the characters of [`LITERAL`] (kept) and the letters of a contraction,
-/// which count only within two characters after an apostrophe: with no apostrophe there, no
-/// character of the key is read as one, whatever the probe after it; with one, those letters
-/// are kept, and every other letter is replaced by a letter that is not one either (the
-/// representatives are `a`, `A` and letters outside ASCII other than U+017F). So head + key +
-/// probe and head + class key + probe are split alike, character for character; the byte
-/// offsets differ only after the cut (a replacement may change a character's length), and
-/// the analysis reads only the piece starts up to the cut. (A character of the key never
-/// completes a character cut at the end of the head: it starts with a byte that cannot
-/// continue one.) About 270 keys of a code vocabulary (`a` to `z`, ` a` to ` z`, indentation
-/// before each letter, the completions of lone lead bytes, ...) become a few dozen.
+/// which count only within two characters after an apostrophe: with no contraction reaching
+/// past the node, no character of the key is read as one, whatever the probe after it; with
+/// one, those letters are kept, and every other letter is replaced by a letter that is not
+/// one either (the representatives are `a`, `A` and letters outside ASCII other than U+017F).
+/// So head + key + probe and head + class key + probe are split alike, character for
+/// character; the byte offsets differ only after the cut (a replacement may change a
+/// character's length), and the analysis reads only the piece starts up to the cut. (A
+/// character of the key never completes a character cut at the end of the head: it starts
+/// with a byte that cannot continue one.) About 270 keys of a code vocabulary (`a` to `z`,
+/// ` a` to ` z`, indentation before each letter, the completions of lone lead bytes, ...)
+/// become a few dozen.
 ///
 /// A key of one byte of 0x80 or more is a byte that is not UTF-8 whatever follows (a
 /// continuation byte, `0xc0`, `0xc1`, `0xf5` to `0xff`), or a lone lead byte (a completion
@@ -236,8 +251,10 @@ fn contraction_letter(c: char) -> bool {
 /// inside a character (a continuation byte could complete it; the marginalisation looks no
 /// such key up there). About 130 keys (77 stray bytes, 51 lone lead bytes), each its own
 /// analysis at every node that meets the whole vocabulary, become one.
-/// `tests::class_keys_give_the_same_cuts` and `tests::apostrophe_and_byte_class_keys_give_the_same_cuts`
-/// check this against the plain keys for every known pattern.
+/// `tests::class_keys_give_the_same_cuts`,
+/// `tests::apostrophe_and_byte_class_keys_give_the_same_cuts` and
+/// `tests::every_character_after_an_apostrophe_gives_the_same_cuts` check this against the
+/// plain keys for every known pattern.
 pub(super) fn class_key(apostrophe: bool, key: &[u8], out: &mut Vec<u8>) {
     out.clear();
     if let [b] = key {
@@ -313,6 +330,10 @@ pub(super) struct Cut {
     pub possible: bool,
     /// Some continuation puts no piece boundary there, and none inside the node's tokens.
     pub joined: bool,
+    /// The last piece start before the cut (0 if none) of the continuations that put no
+    /// piece boundary there, the latest over all of them: in each of them the node's tokens
+    /// from there on and the next token lie in one piece.
+    pub inner: usize,
     /// `(a, tokens)`: every continuation starts a piece at `a` (at most the cut), with the
     /// same pieces before it, whose encodings are `tokens`. `a` is the cut itself when every
     /// continuation cuts there.
@@ -379,8 +400,10 @@ pub(super) enum Rule {
     /// `t` is valid at the start of a text), see [`Cut::anchor`].
     After(usize),
     /// `t` continues the node's last piece: valid only if it makes a canonical pair with the
-    /// node's last token, and then by the plain test.
-    Joined,
+    /// node's last token, and then by the plain test. `path[i..] + t` lie in one piece in
+    /// every continuation that joins ([`Cut::inner`]), so they must also be what the merges
+    /// make of their bytes (a run of a piece's encoding is the encoding of its bytes).
+    Joined(usize),
     /// The plain test.
     Open,
 }
@@ -407,7 +430,8 @@ impl Cut {
         if self.possible {
             Rule::Open
         } else {
-            Rule::Joined
+            // A piece start of a continuation that fits is a token end.
+            Rule::Joined(ends.partition_point(|&e| e <= self.inner))
         }
     }
 }
