@@ -22,6 +22,7 @@ stats = pytest.importorskip("scipy.stats")
 
 from tokenmill import speculative as sp  # noqa: E402
 from tokenmill._core import Speculator  # noqa: E402
+from tokenmill._transformers import cache_kwarg  # noqa: E402
 from tokenmill.models import tiny_causal_lm  # noqa: E402
 from tokenmill.speculative._model import compact_cache, inspect_model, tree_mask  # noqa: E402
 
@@ -112,13 +113,14 @@ def test_tree_forward_and_cache_compaction_match_naive_recomputation(
         info = inspect_model(model, total)
         assert (info.window is not None) == (window is not None and total > window)
         cache = transformers.DynamicCache()
+        cache_kw = {cache_kwarg(model): cache}
         with torch.inference_mode():
-            model(input_ids=prefix, past_key_values=cache, use_cache=True)
+            model(input_ids=prefix, **cache_kw, use_cache=True)
             out = model(
                 input_ids=torch.from_numpy(tokens)[None],
                 position_ids=torch.from_numpy(plen + depths)[None],
                 attention_mask=tree_mask(anc, depths, plen, info),
-                past_key_values=cache,
+                **cache_kw,
                 use_cache=True,
             ).logits[0]
             for i in range(len(tokens)):
@@ -140,7 +142,7 @@ def test_tree_forward_and_cache_compaction_match_naive_recomputation(
                     plen + len(nodes),
                     info,
                 ),
-                past_key_values=cache,
+                **cache_kw,
                 use_cache=True,
             ).logits[0, -1]
             seq = torch.cat([prefix[0], torch.from_numpy(tokens[nodes]), nxt[0]])

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 import numpy as np
 
 from tokenmill import _core
+from tokenmill._transformers import cache_kwarg
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -172,6 +173,7 @@ class _HFRunner(_Runner):
         self._dtype = param.dtype
         self._device = param.device
         self._min = torch.finfo(param.dtype).min
+        self._cache_kw = cache_kwarg(model)
         self.reset()
 
     def reset(self) -> None:
@@ -204,7 +206,7 @@ class _HFRunner(_Runner):
                 input_ids=torch.from_numpy(ids)[None].to(self._device),
                 attention_mask=mask[None, None].to(self._device),
                 position_ids=torch.from_numpy(positions)[None].to(self._device),
-                past_key_values=self._cache,
+                **{self._cache_kw: self._cache},
                 use_cache=True,
             )
         rows = _transform(out.logits[0].cpu(), self._t, self._p)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from tokenmill._core import Speculator
+from tokenmill._transformers import cache_kwarg
 from tokenmill.speculative._budget import measure_cost_curve
 from tokenmill.speculative._model import (
     SUPPORTED_MODEL_TYPES,
@@ -343,9 +344,10 @@ def generate(
     gain = 1.0
     with torch.inference_mode():
         cache = transformers.DynamicCache()
+        cache_kw = {cache_kwarg(model): cache}
         t0 = time.perf_counter()
         if len(prompt) > 1:
-            model(input_ids=prompt_t[:, :-1].to(device), past_key_values=cache, use_cache=True)
+            model(input_ids=prompt_t[:, :-1].to(device), **cache_kw, use_cache=True)
         prefix_len = len(prompt) - 1
         done = max_new_tokens == 0
         fused = host and not do_sample and _FUSED and not done
@@ -379,7 +381,7 @@ def generate(
                 input_ids=ids,
                 position_ids=pos,
                 attention_mask=attn,
-                past_key_values=cache,
+                **cache_kw,
                 use_cache=True,
             )
             t3 = time.perf_counter()
@@ -445,7 +447,7 @@ def generate(
                 input_ids=ids,
                 position_ids=pos,
                 attention_mask=mask,
-                past_key_values=cache,
+                **cache_kw,
                 use_cache=True,
             )
             t3 = time.perf_counter()

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from tokenmill._transformers import cache_kwarg
 from tokenmill.speculative._model import ModelInfo, compact_cache, tree_mask
 
 _CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], np.ndarray]] = (
@@ -222,9 +223,10 @@ def _measure(
         pos = torch.from_numpy(prefix_len + depths)[None].to(info.device)
         inputs.append((n, ids, pos, mask))
     cache = transformers.DynamicCache()
+    cache_kw = {cache_kwarg(model): cache}
     samples: list[list[float]] = [[] for _ in points]
     with torch.inference_mode():
-        model(input_ids=prefix, past_key_values=cache, use_cache=True)
+        model(input_ids=prefix, **cache_kw, use_cache=True)
         # Rounds over all sizes rather than all repeats of one size after another, and the
         # minimum per size: on a machine shared with other work a burst of load then slows one
         # sample of each size instead of every sample of a few sizes, which would bend the
@@ -240,7 +242,7 @@ def _measure(
                         input_ids=ids,
                         position_ids=pos,
                         attention_mask=mask,
-                        past_key_values=cache,
+                        **cache_kw,
                         use_cache=True,
                     )
                     .logits[0]
