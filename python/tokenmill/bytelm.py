@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 import numpy as np
 
 from tokenmill import _core
-from tokenmill._transformers import cache_kwarg
+from tokenmill._transformers import cache_kwarg, truncate_cache
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -152,13 +152,6 @@ class _CallableRunner(_Runner):
         return _Rows(trunk_lp, rows, 0, None)
 
 
-def _crop_to(cache: Any, length: int) -> None:
-    # transformers 5 crops by a negative count of tokens to remove.
-    remove = cache.get_seq_length() - length
-    if remove > 0:
-        cache.crop(-remove)
-
-
 class _HFRunner(_Runner):
     """A Hugging Face causal LM with a kept, cropped DynamicCache and tree attention."""
 
@@ -234,7 +227,7 @@ class _HFRunner(_Runner):
             if keep == 0:
                 self.reset()
             else:
-                _crop_to(self._cache, keep)
+                truncate_cache(self._cache, keep)
                 # The re-run token's path log-probability is known: keep it for `evaluate`.
                 self._rerun_cum = self._cum[keep]
                 del self._ids[keep:]
@@ -253,7 +246,6 @@ class _HFRunner(_Runner):
             assert self._tip is not None
             return _Rows(self._cum[-1], self._tip[None], 0, None)
         ids, positions, allowed = tree.batch(chain, len(self._ids))
-        cached = len(self._ids) + len(ids)
         rows_new = self._forward(ids, positions, allowed)
         # Extend the trunk bookkeeping with the chain, then crop the branches off the cache.
         tip = None
@@ -274,8 +266,7 @@ class _HFRunner(_Runner):
         else:
             tip = self._tip
         if n_nodes > 1:
-            # The cache's length is known here: no `get_seq_length` call (once per byte).
-            self._cache.crop(len(self._ids) - cached)
+            truncate_cache(self._cache, len(self._ids))
         # Node 0 is the tip (the chain's last row, or kept from an earlier forward); node i
         # is new token len(chain) + i - 1.
         return _Rows(self._cum[-1], rows_new, len(chain) - 1, tip)

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from tokenmill._transformers import truncate_cache
+
 #: Model families whose tree forward is checked against naive recomputation by the test-suite.
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "mistral", "gpt2")
 SUPPORTED_ATTENTION = ("sdpa", "eager")
@@ -143,11 +145,8 @@ def compact_cache(cache: Any, prefix_len: int, nodes: list[int]) -> None:
         for layer in layers:
             layer.keys[:, :, start:end] = layer.keys.index_select(2, src)
             layer.values[:, :, start:end] = layer.values.index_select(2, src)
-    # Then a view of the first `end` positions. (Not `cache.crop`, whose argument changed
-    # meaning within transformers 5.x.)
-    for layer in layers:
-        layer.keys = layer.keys.narrow(2, 0, end)
-        layer.values = layer.values.narrow(2, 0, end)
+    # Then a view of the first `end` positions.
+    truncate_cache(cache, end)
 
 
 def gather_cache(cache: Any, slots: Any) -> None:
