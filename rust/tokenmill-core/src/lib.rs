@@ -21,6 +21,7 @@ pub mod error;
 pub mod hf;
 mod normalize;
 pub mod pretokenize;
+mod simd;
 pub mod speculative;
 mod str_table;
 pub mod tiktoken_file;

@@ -13,6 +13,7 @@ use crate::Rank;
 
 use super::canon::incomplete_tail;
 use super::fast::{apostrophe_near, class_key, decided_by_key, Rule, NO_KEY};
+use super::fold::fold_valid;
 use super::{ByteLm, Tree};
 
 /// One node's validity table by token id (0 not known yet, 1 invalid, 2 valid), with what its
@@ -33,9 +34,10 @@ struct NodeState {
     /// keys in runs.
     rules: FxHashMap<Vec<u8>, Local>,
     last: Option<(Vec<u8>, Local)>,
-    /// The same by interned key ([`super::fast::TokenKeys`]), for the tokens' own keys.
-    rules_by_id: FxHashMap<u32, Local>,
-    last_id: Option<(u32, Local)>,
+    /// The same by interned key ([`super::fast::TokenKeys`]), for the tokens' own keys: a
+    /// table (a few hundred keys), since a node that meets the whole vocabulary looks one up
+    /// per token, in token-id order, where keys do not come in runs. Empty until first used.
+    rules_by_id: Vec<Option<Local>>,
     /// See [`Check::plain_witness`]: computed on first use.
     canon: Option<Option<Canon>>,
     states: Vec<u8>,
@@ -139,8 +141,7 @@ impl<'a> Check<'a> {
             apostrophe: apostrophe_near(bytes),
             rules: FxHashMap::default(),
             last: None,
-            rules_by_id: FxHashMap::default(),
-            last_id: None,
+            rules_by_id: Vec::new(),
             canon: None,
             states,
         });
@@ -152,6 +153,19 @@ impl<'a> Check<'a> {
         let window = self.window;
         self.current = self.node(path, &window[..end])?;
         Ok(())
+    }
+
+    /// Is the validity of the current node's path followed by `id` in its table?
+    pub(super) fn known(&self, id: Rank) -> bool {
+        self.nodes[self.current]
+            .states
+            .get(id as usize)
+            .is_some_and(|&s| s != 0)
+    }
+
+    /// The current node's table by token id (0 not known, 1 invalid, 2 valid).
+    pub(super) fn states(&self) -> &[u8] {
+        &self.nodes[self.current].states
     }
 
     /// Is the current node's path followed by `id` (whose bytes are `bytes`) valid?
@@ -306,22 +320,16 @@ impl<'a> Check<'a> {
     /// The node's rule for a token's own key, interned (`key`: the key as
     /// [`Check::rule`] would look it up, its class key or itself).
     fn rule_by_id(&mut self, n: usize, key: u32) -> Result<Local> {
-        let node = &self.nodes[n];
-        if let Some((k, rule)) = node.last_id {
-            if k == key {
-                return Ok(rule);
-            }
+        if let Some(&Some(local)) = self.nodes[n].rules_by_id.get(key as usize) {
+            return Ok(local);
         }
-        let local = match node.rules_by_id.get(&key) {
-            Some(&local) => local,
-            None => {
-                let lm = self.lm;
-                let local = self.resolve(n, &lm.token_keys.keys[key as usize])?;
-                self.nodes[n].rules_by_id.insert(key, local);
-                local
-            }
-        };
-        self.nodes[n].last_id = Some((key, local));
+        let lm = self.lm;
+        let local = self.resolve(n, &lm.token_keys.keys[key as usize])?;
+        let table = &mut self.nodes[n].rules_by_id;
+        if table.is_empty() {
+            table.resize(lm.token_keys.keys.len(), None);
+        }
+        table[key as usize] = Some(local);
         Ok(local)
     }
 
@@ -534,20 +542,20 @@ impl ByteLm {
                     // Every token, each into the bin of its first byte. In id order, not the
                     // sorted vocabulary's: the row (fresh from the model, not in cache), the
                     // node's table and the token keys are then read in sequence; a node ending
-                    // at the end of `x` meets the whole vocabulary.
+                    // at the end of `x` meets the whole vocabulary. First the tokens whose
+                    // validity here is not known yet, then one vectorised pass over the table
+                    // ([`super::fold`]); a token with no table slot has no bytes either.
                     let bpe = self.enc.bpe();
                     for (id, &lp) in row.iter().enumerate() {
                         let id = id as Rank;
-                        if lp == f64::NEG_INFINITY {
+                        if lp == f64::NEG_INFINITY || check.known(id) {
                             continue;
                         }
-                        let Some(bytes) = bpe.token_bytes(id) else {
-                            continue;
-                        };
-                        if check.valid(id, bytes)? {
-                            bins[bytes[0] as usize] += (base + lp).exp();
+                        if let Some(bytes) = bpe.token_bytes(id) {
+                            check.valid(id, bytes)?;
                         }
                     }
+                    fold_valid(row, check.states(), &self.first_byte, base, &mut bins);
                 } else {
                     for j in self.vocab.prefix_range(rest) {
                         let id = self.vocab.id(j);

@@ -21,13 +21,15 @@
 //! - [`tree`]: the covering tree: the canonical trunk up to the stable point plus every valid
 //!   token path through the short window after it (the paths shared by all covers);
 //! - [`marginal`]: next-token distributions at the tree's nodes folded into 257 bins (256 bytes
-//!   and end of text) by range masses over the sorted vocabulary.
+//!   and end of text) by range masses over the sorted vocabulary;
+//! - [`fold`]: the vectorised inner loop of a node that meets the whole vocabulary.
 //!
 //! The model itself is not here: the Python layer runs it on the tree's nodes (one batched
 //! forward with a tree attention mask) and hands the log-probabilities back.
 
 mod canon;
 mod fast;
+mod fold;
 mod marginal;
 mod pairs;
 #[cfg(test)]
@@ -76,6 +78,8 @@ pub struct ByteLm {
     node_states: Mutex<FxHashMap<Vec<Rank>, Vec<u8>>>,
     /// [`fast::completion_keys`] by token id.
     completion_cache: Mutex<FxHashMap<Rank, std::sync::Arc<Vec<Vec<u8>>>>>,
+    /// Each token's first byte by token id (0 for a slot without bytes), for [`fold`].
+    first_byte: Vec<u8>,
 }
 
 impl ByteLm {
@@ -100,6 +104,9 @@ impl ByteLm {
         let start_valid = (0..bpe.n_slots()).map(|_| AtomicU8::new(0)).collect();
         let histories = pairs::Histories::new(bpe.n_slots());
         let token_keys = fast::TokenKeys::new(bpe);
+        let first_byte = (0..bpe.n_slots())
+            .map(|id| bpe.token_bytes(id as Rank).map_or(0, |b| b[0]))
+            .collect();
         Ok(ByteLm {
             enc,
             vocab,
@@ -111,6 +118,7 @@ impl ByteLm {
             start_valid,
             node_states: Mutex::new(FxHashMap::default()),
             completion_cache: Mutex::new(FxHashMap::default()),
+            first_byte,
         })
     }
 

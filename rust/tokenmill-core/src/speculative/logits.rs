@@ -19,10 +19,11 @@
 //! Speed: the normaliser's `exp` over the whole vocabulary is most of the work. The loops are
 //! written so that the compiler vectorises them, but the baseline x86-64 target has only SSE2
 //! (4 lanes); on CPUs with AVX2 (8 lanes) the same code compiled for it is selected at run time
-//! (`is_x86_feature_detected!`), which roughly halves the time per row. Both builds of the
-//! code do the same float operations in the same order (Rust never fuses a multiply and an add
-//! on its own, and the lane structure is explicit), so they give bit-identical results.
+//! ([`crate::simd`]), which roughly halves the time per row. Both builds give bit-identical
+//! results (the lane structure is explicit).
 
+#[cfg(target_arch = "x86_64")]
+use crate::simd::has_avx2;
 use crate::Rank;
 
 /// Lanes of the vectorisable loops (two SSE / one AVX register of f32).
@@ -54,13 +55,6 @@ fn max_and_nan(row: &[f32]) -> (f32, bool) {
         any_nan |= x.is_nan();
     }
     (best, any_nan)
-}
-
-/// Whether this CPU runs the AVX2 builds of the loops (detected once, then a cached load).
-#[cfg(target_arch = "x86_64")]
-#[inline]
-fn has_avx2() -> bool {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
 /// `torch.argmax` of one row: the first index of the maximum; with NaNs, the first NaN. An
