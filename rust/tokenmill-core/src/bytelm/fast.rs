@@ -484,22 +484,34 @@ pub(super) fn completion_keys(bytes: &[u8]) -> Vec<Vec<u8>> {
         _ => 4,
     };
     let missing = need - bytes.len();
+    // The completions are the code points whose encoding starts with `bytes`: the prefix's
+    // payload bits followed by `missing` continuation bytes of six bits each. They are visited
+    // in the order of the byte strings with the first missing byte varying fastest (the first
+    // completion of each class is its representative), as code points rather than through
+    // `from_utf8`: a 4-byte lead byte alone has 64^3 of them.
+    let lead_bits = [0x1f, 0x0f, 0x07][need - 2];
+    let mut prefix = (bytes[0] & lead_bits) as u32;
+    for &b in &bytes[1..] {
+        prefix = prefix << 6 | (b & 0x3f) as u32;
+    }
+    let prefix = prefix << (6 * missing);
+    let shortest = [0x80, 0x800, 0x1_0000][need - 2];
     let mut seen = [false; 256];
     let mut keys = vec![bytes[..1].to_vec()];
-    let mut c = bytes.to_vec();
-    c.resize(need, 0x80);
-    for k in 0..64usize.pow(missing as u32) {
-        let mut k = k;
-        for slot in c[bytes.len()..].iter_mut() {
-            *slot = 0x80 | (k % 64) as u8;
+    for k in 0..64u32.pow(missing as u32) {
+        let (mut k, mut cp) = (k, prefix);
+        for slot in (0..missing).rev() {
+            cp |= (k % 64) << (6 * slot);
             k /= 64;
         }
-        if let Ok(s) = std::str::from_utf8(&c) {
-            let f = char_flags(s.chars().next().expect("one character"));
-            if !seen[f as usize] {
-                seen[f as usize] = true;
-                keys.push(c.clone());
-            }
+        // Not overlong, not a surrogate, not above U+10FFFF: what `from_utf8` accepts.
+        let Some(c) = char::from_u32(cp).filter(|_| cp >= shortest) else {
+            continue;
+        };
+        let f = char_flags(c);
+        if !seen[f as usize] {
+            seen[f as usize] = true;
+            keys.push(c.to_string().into_bytes());
         }
     }
     keys

@@ -633,3 +633,61 @@ fn shortcut_checks_equal_plain_validity_after_any_valid_node() {
         assert!(nodes > 1000, "{pattern}: {nodes} nodes, {pairs} pairs");
     }
 }
+
+/// `fast::completion_keys` against the enumeration it replaced: every completion as bytes,
+/// through `from_utf8`, for every incomplete prefix of a character (each lead byte alone, with
+/// one continuation byte, with two).
+#[test]
+fn completion_keys_equal_the_byte_enumeration() {
+    fn by_bytes(bytes: &[u8]) -> Vec<Vec<u8>> {
+        let incomplete = matches!(std::str::from_utf8(bytes),
+            Err(e) if e.valid_up_to() == 0 && e.error_len().is_none());
+        if !incomplete {
+            return Vec::new();
+        }
+        let need = match bytes[0] {
+            0xc0..=0xdf => 2,
+            0xe0..=0xef => 3,
+            _ => 4,
+        };
+        let mut seen = [false; 256];
+        let mut keys = vec![bytes[..1].to_vec()];
+        let mut c = bytes.to_vec();
+        c.resize(need, 0x80);
+        for k in 0..64usize.pow((need - bytes.len()) as u32) {
+            let mut k = k;
+            for slot in c[bytes.len()..].iter_mut() {
+                *slot = 0x80 | (k % 64) as u8;
+                k /= 64;
+            }
+            if let Ok(s) = std::str::from_utf8(&c) {
+                let f = crate::pretokenize::classes::tables()
+                    .of_char(s.chars().next().expect("one character") as u32);
+                if !seen[f as usize] {
+                    seen[f as usize] = true;
+                    keys.push(c.clone());
+                }
+            }
+        }
+        keys
+    }
+    let mut prefixes: Vec<Vec<u8>> = (0x80..=0xffu8).map(|b| vec![b]).collect();
+    for lead in 0xe0..=0xf7u8 {
+        for b1 in 0x80..=0xbfu8 {
+            prefixes.push(vec![lead, b1]);
+            if lead >= 0xf0 {
+                for b2 in (0x80..=0xbfu8).step_by(7) {
+                    prefixes.push(vec![lead, b1, b2]);
+                }
+            }
+        }
+    }
+    let mut nonempty = 0;
+    for p in &prefixes {
+        let want = by_bytes(p);
+        assert_eq!(super::fast::completion_keys(p), want, "prefix {p:x?}");
+        nonempty += usize::from(!want.is_empty());
+    }
+    // Lead bytes, and prefixes that some character continues (E0 9F, ED A0, F4 90 do not).
+    assert!(nonempty > 1500, "{nonempty}");
+}
