@@ -43,6 +43,16 @@ pub(super) fn exp(x: f64) -> f64 {
     e * f64::from_bits(ni.wrapping_add(1023) << 52)
 }
 
+/// [`exp`] of each lane, the same operations staged lane by lane (vectorisable).
+#[inline(always)]
+fn exp_lanes(x: &[f64; LANES]) -> [f64; LANES] {
+    let mut e = [0.0f64; LANES];
+    for l in 0..LANES {
+        e[l] = exp(x[l]);
+    }
+    e
+}
+
 /// `bins[first[t]] += e^(base + row[t])` for every token `t` with `states[t] == 2` (valid), in
 /// token-id order, over the tokens all three slices cover.
 pub(super) fn fold_valid(row: &[f64], states: &[u8], first: &[u8], base: f64, bins: &mut [f64]) {
@@ -66,29 +76,25 @@ fn fold_valid_with(row: &[f64], states: &[u8], first: &[u8], base: f64, bins: &m
     let (row, states, first) = (&row[..n], &states[..n], &first[..n]);
     let split = n - n % LANES;
     let mut x = [0.0f64; LANES];
-    let mut e = [0.0f64; LANES];
     for ((r, s), f) in row[..split]
         .chunks_exact(LANES)
         .zip(states[..split].chunks_exact(LANES))
         .zip(first[..split].chunks_exact(LANES))
     {
+        // Invalid lanes compute e^0 and add nothing: no branch per token. Each step is a loop
+        // over the lanes of its own, so that the compiler turns it into vector operations.
         let mut in_range = true;
         for l in 0..LANES {
-            // Invalid lanes compute e^0 and add nothing: no branch per token.
             x[l] = if s[l] == 2 { base + r[l] } else { 0.0 };
-            in_range &= (LO..=HI).contains(&x[l]);
+            in_range &= (x[l] >= LO) & (x[l] <= HI);
         }
-        if in_range {
-            for l in 0..LANES {
-                e[l] = if s[l] == 2 { exp(x[l]) } else { 0.0 };
-            }
+        let e = if in_range {
+            exp_lanes(&x)
         } else {
-            for l in 0..LANES {
-                e[l] = if s[l] == 2 { x[l].exp() } else { 0.0 };
-            }
-        }
+            x.map(f64::exp)
+        };
         for l in 0..LANES {
-            bins[f[l] as usize] += e[l];
+            bins[f[l] as usize] += if s[l] == 2 { e[l] } else { 0.0 };
         }
     }
     for t in split..n {
