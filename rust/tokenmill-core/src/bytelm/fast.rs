@@ -549,6 +549,9 @@ pub(super) struct TokenKeys {
     pub keys: Vec<Vec<u8>>,
     /// By token id.
     pub of: Vec<KeyIds>,
+    /// The tokens by key id: those whose `class` key it is, and those whose `near` key it is.
+    pub with_class: Vec<Vec<Rank>>,
+    pub with_near: Vec<Vec<Rank>>,
 }
 
 impl TokenKeys {
@@ -581,6 +584,19 @@ impl TokenKeys {
                 stray: starts_with_stray_byte(key),
             };
         }
-        TokenKeys { keys, of }
+        let mut with_class = vec![Vec::new(); keys.len()];
+        let mut with_near = vec![Vec::new(); keys.len()];
+        for (id, k) in of.iter().enumerate() {
+            if k.class != NO_KEY {
+                with_class[k.class as usize].push(id as Rank);
+                with_near[k.near as usize].push(id as Rank);
+            }
+        }
+        TokenKeys {
+            keys,
+            of,
+            with_class,
+            with_near,
+        }
     }
 }

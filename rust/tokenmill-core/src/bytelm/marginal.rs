@@ -155,6 +155,56 @@ impl<'a> Check<'a> {
         Ok(())
     }
 
+    /// For a node that meets the whole vocabulary: decides, one lookahead key at a time, the
+    /// unknown tokens whose key alone settles them (the key's rule is *invalid*, or hands them
+    /// to a shorter node that knows them), exactly as [`Check::valid`] would one by one. The
+    /// per-token pass then meets only the rest; on a fresh node most tokens are settled here,
+    /// in loops without the per-token dispatch (whose branches follow the keys of tokens in id
+    /// order, which do not come in runs).
+    pub(super) fn settle_by_key(&mut self) -> Result<()> {
+        let n = self.current;
+        if self.nodes[n].path.is_empty() {
+            return Ok(());
+        }
+        let lm = self.lm;
+        let keys = &lm.token_keys;
+        let groups = if self.nodes[n].apostrophe {
+            &keys.with_near
+        } else {
+            &keys.with_class
+        };
+        let cut_char = self.nodes[n].cut_char;
+        // After a node that ends inside a character, a stray byte may complete it: no key.
+        let keyed = |id: Rank| !(cut_char && keys.of[id as usize].stray);
+        for (key, ids) in groups.iter().enumerate() {
+            let states = &self.nodes[n].states;
+            if !ids.iter().any(|&id| states[id as usize] == 0 && keyed(id)) {
+                continue;
+            }
+            match self.rule_by_id(n, key as u32)? {
+                Local::Invalid => {
+                    let states = &mut self.nodes[n].states;
+                    for &id in ids {
+                        if states[id as usize] == 0 && keyed(id) {
+                            states[id as usize] = 1;
+                        }
+                    }
+                }
+                Local::To(m) => {
+                    for &id in ids {
+                        let id = id as usize;
+                        let known = self.nodes[m].states[id];
+                        if known != 0 && self.nodes[n].states[id] == 0 && keyed(id as Rank) {
+                            self.nodes[n].states[id] = known;
+                        }
+                    }
+                }
+                Local::Joined(_) | Local::Open => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Is the validity of the current node's path followed by `id` in its table?
     pub(super) fn known(&self, id: Rank) -> bool {
         self.nodes[self.current]
@@ -380,7 +430,8 @@ impl<'a> Check<'a> {
 
 impl ByteLm {
     /// A test hook: every (node, token) pair that marginalising `x` meets, checked with the
-    /// shortcuts (and the caches as they are) and with the plain extension-probe test. Returns
+    /// shortcuts (and the caches as they are, [`Check::settle_by_key`] included) and with the
+    /// plain extension-probe test. Returns
     /// how many pairs were compared and those where the two disagree, as (node path, token,
     /// shortcut, plain).
     #[allow(clippy::type_complexity)]
@@ -395,6 +446,10 @@ impl ByteLm {
         let mut out = Vec::new();
         for (node, &end) in tree.nodes.iter().zip(&tree.ends) {
             check.enter(node, end)?;
+            if end == window.len() {
+                // As `marginalize_rows` does for a node that meets the whole vocabulary.
+                check.settle_by_key()?;
+            }
             for j in self.vocab.prefix_range(&window[end..]) {
                 let id = self.vocab.id(j);
                 let fast = check.valid(id, self.vocab.bytes(j))?;
@@ -546,6 +601,7 @@ impl ByteLm {
                     // validity here is not known yet, then one vectorised pass over the table
                     // ([`super::fold`]); a token with no table slot has no bytes either.
                     let bpe = self.enc.bpe();
+                    check.settle_by_key()?;
                     for (id, &lp) in row.iter().enumerate() {
                         let id = id as Rank;
                         if lp == f64::NEG_INFINITY || check.known(id) {
