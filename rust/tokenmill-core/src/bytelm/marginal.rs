@@ -40,10 +40,6 @@ struct NodeState {
     rules_by_id: Vec<Option<Local>>,
     /// See [`Check::plain_witness`]: computed on first use.
     canon: Option<Option<Canon>>,
-    /// By key id, for [`Check::joined`]: the last piece start up to the node's end with a
-    /// joined token of that key, and whether the piece starts up to there are the node's own
-    /// ([`Canon`]). Empty until first used.
-    joined_from: Vec<Option<(usize, bool)>>,
     states: Vec<u8>,
 }
 
@@ -147,7 +143,6 @@ impl<'a> Check<'a> {
             last: None,
             rules_by_id: Vec::new(),
             canon: None,
-            joined_from: Vec::new(),
             states,
         });
         self.index.insert(path.to_vec(), i);
@@ -261,7 +256,7 @@ impl<'a> Check<'a> {
                     if !self.lm.is_canonical_pair(last, id)? {
                         return Ok(false);
                     }
-                    if let Some(v) = self.joined(n, key, bytes)? {
+                    if let Some(v) = self.joined(n, bytes)? {
                         return Ok(v);
                     }
                     // Whitespace nodes whose tokens are not the merges of their bytes (`  `
@@ -301,12 +296,7 @@ impl<'a> Check<'a> {
     /// canonical encoding of their bytes, read off the pieces alone (the node's last piece
     /// grows by the token, and a run of pairwise canonical tokens is an encoding, see
     /// [`crate::bpe`]'s notes); `None` when neither is shown (the plain test decides).
-    ///
-    /// The piece starts up to the cut follow from the node and the token's lookahead key (what
-    /// the cut analysis reads, see [`super::fast`]), so they are found once per key, with its
-    /// first token; for the others only the bytes from the last of them on are pre-tokenized
-    /// (pre-tokenization after a piece start does not look back), not the whole window.
-    fn joined(&mut self, n: usize, key: u32, bytes: &[u8]) -> Result<Option<bool>> {
+    fn joined(&mut self, n: usize, bytes: &[u8]) -> Result<Option<bool>> {
         let lm = self.lm;
         let mut buf = std::mem::take(&mut self.buf);
         let mut pieces = std::mem::take(&mut self.pieces);
@@ -317,47 +307,26 @@ impl<'a> Check<'a> {
         buf.extend_from_slice(bytes);
         pieces.clear();
         let out = (|| {
-            let (from, starts_canonical) = match node.joined_from.get(key as usize) {
-                Some(&Some(known)) => known,
-                _ => {
-                    lm.pieces(&buf, &mut pieces)?;
-                    let upto = pieces.partition_point(|&(a, _)| a <= at);
-                    let from = pieces[..upto].last().map_or(0, |&(a, _)| a);
-                    if node.canon.is_none() {
-                        node.canon = Some(lm.canon_of(&node.path, &node.bytes, &node.ends)?);
-                    }
-                    let starts_canonical = match &node.canon {
-                        Some(Some(canon)) => {
-                            upto == canon.starts.len()
-                                && pieces.iter().zip(&canon.starts).all(|(&(a, _), &b)| a == b)
-                        }
-                        _ => false,
-                    };
-                    if node.joined_from.is_empty() {
-                        node.joined_from.resize(lm.token_keys.keys.len(), None);
-                    }
-                    if let Some(slot) = node.joined_from.get_mut(key as usize) {
-                        *slot = Some((from, starts_canonical));
-                    }
-                    pieces.clear();
-                    (from, starts_canonical)
-                }
-            };
-            lm.pieces(&buf[from..], &mut pieces)?;
+            lm.pieces(&buf, &mut pieces)?;
             let inside = |q: usize| q > at && q < buf.len();
-            if pieces.iter().any(|&(q, _)| {
-                let q = from + q;
-                inside(q) && decided_by_key(&buf[..q], &buf[q..])
-            }) {
+            if pieces
+                .iter()
+                .any(|&(q, _)| inside(q) && decided_by_key(&buf[..q], &buf[q..]))
+            {
                 return Ok(Some(false));
             }
-            if !starts_canonical {
-                return Ok(None);
+            if node.canon.is_none() {
+                node.canon = Some(lm.canon_of(&node.path, &node.bytes, &node.ends)?);
             }
-            // The node's pieces, the last one grown by the token to the end.
-            let same_pieces = pieces.len() == 1 && pieces[0].1 == buf.len() - from;
+            let Some(Some(canon)) = &node.canon else {
+                return Ok(None);
+            };
+            let ls = *canon.starts.last().expect("a node has bytes");
+            let same_pieces = pieces.len() == canon.starts.len()
+                && pieces.iter().zip(&canon.starts).all(|(&(a, _), &b)| a == b)
+                && pieces.last().is_some_and(|&(_, b)| b == buf.len());
             let bpe = lm.enc.bpe();
-            let whole = bpe.ignore_merges() && bpe.token_id(&buf[from..]).is_some();
+            let whole = bpe.ignore_merges() && bpe.token_id(&buf[ls..]).is_some();
             Ok((same_pieces && !whole).then_some(true))
         })();
         self.buf = buf;
@@ -456,57 +425,6 @@ impl<'a> Check<'a> {
             None => *last = Some((key.to_vec(), local)),
         }
         Ok(local)
-    }
-}
-
-#[cfg(test)]
-impl Check<'_> {
-    /// A test hook: for the current node and a token whose key's rule there is *joined*,
-    /// [`Check::joined`]'s answer and the same read off the pieces of the whole window (node
-    /// and token) without the per-key starts; `None` for other tokens.
-    #[allow(clippy::type_complexity)]
-    pub(super) fn joined_both(
-        &mut self,
-        id: Rank,
-        bytes: &[u8],
-    ) -> Result<Option<(Option<bool>, Option<bool>)>> {
-        let n = self.current;
-        let Some(k) = self.lm.token_keys.of.get(id as usize).copied() else {
-            return Ok(None);
-        };
-        let node = &self.nodes[n];
-        if node.path.is_empty() || k.class == NO_KEY || (node.cut_char && k.stray) {
-            return Ok(None);
-        }
-        let key = if node.apostrophe { k.near } else { k.class };
-        if !matches!(self.rule_by_id(n, key)?, Local::Joined(_)) {
-            return Ok(None);
-        }
-        let fast = self.joined(n, key, bytes)?;
-        let lm = self.lm;
-        let node = &self.nodes[n];
-        let at = node.bytes.len();
-        let buf = [&node.bytes[..], bytes].concat();
-        let mut pieces = Vec::new();
-        lm.pieces(&buf, &mut pieces)?;
-        let inside = |q: usize| q > at && q < buf.len();
-        let whole_window = if pieces
-            .iter()
-            .any(|&(q, _)| inside(q) && decided_by_key(&buf[..q], &buf[q..]))
-        {
-            Some(false)
-        } else if let Some(Some(canon)) = &node.canon {
-            let ls = *canon.starts.last().expect("a node has bytes");
-            let same_pieces = pieces.len() == canon.starts.len()
-                && pieces.iter().zip(&canon.starts).all(|(&(a, _), &b)| a == b)
-                && pieces.last().is_some_and(|&(_, b)| b == buf.len());
-            let bpe = lm.enc.bpe();
-            let whole = bpe.ignore_merges() && bpe.token_id(&buf[ls..]).is_some();
-            (same_pieces && !whole).then_some(true)
-        } else {
-            None
-        };
-        Ok(Some((fast, whole_window)))
     }
 }
 

@@ -589,7 +589,7 @@ fn shortcut_checks_equal_plain_validity_after_any_valid_node() {
         let lm = toy(pattern);
         let bpe = lm.enc.bpe();
         let mut rng = StdRng::seed_from_u64(21);
-        let (mut nodes, mut pairs, mut joined) = (0, 0, 0);
+        let (mut nodes, mut pairs) = (0, 0);
         for round in 0..3_000 {
             // First a text where the joined rule must not take the node's first tokens
             // into the merge check: with cl100k's pattern, `1\n \t` then two spaces is
@@ -630,17 +630,6 @@ fn shortcut_checks_equal_plain_validity_after_any_valid_node() {
                 let id = lm.vocab.id(j);
                 let full = [&path[..], &[id]].concat();
                 pairs += 1;
-                // The joined-piece test scans only from the key's last piece start.
-                if let Some((fast, whole)) = check.joined_both(id, lm.vocab.bytes(j)).unwrap() {
-                    joined += 1;
-                    assert_eq!(
-                        fast,
-                        whole,
-                        "{pattern}: {:?} node {path:?} token {:?}",
-                        String::from_utf8_lossy(&x),
-                        String::from_utf8_lossy(lm.vocab.bytes(j))
-                    );
-                }
                 assert_eq!(
                     check.valid(id, lm.vocab.bytes(j)).unwrap(),
                     lm.is_valid_uncached(&full).unwrap(),
@@ -651,7 +640,6 @@ fn shortcut_checks_equal_plain_validity_after_any_valid_node() {
             }
         }
         assert!(nodes > 1000, "{pattern}: {nodes} nodes, {pairs} pairs");
-        assert!(joined > 10_000, "{pattern}: {joined} joined tokens");
     }
 }
 
