@@ -35,7 +35,7 @@ struct NodeState {
     rules: FxHashMap<Vec<u8>, Local>,
     last: Option<(Vec<u8>, Local)>,
     /// The same by interned key ([`super::fast::TokenKeys`]), for the tokens' own keys: a
-    /// table (a few hundred keys), since a node that meets the whole vocabulary looks one up
+    /// table over the interned keys, since a node that meets the whole vocabulary looks one up
     /// per token, in token-id order, where keys do not come in runs. Empty until first used.
     rules_by_id: Vec<Option<Local>>,
     /// See [`Check::plain_witness`]: computed on first use.
@@ -431,9 +431,8 @@ impl<'a> Check<'a> {
 impl ByteLm {
     /// A test hook: every (node, token) pair that marginalising `x` meets, checked with the
     /// shortcuts (and the caches as they are, [`Check::settle_by_key`] included) and with the
-    /// plain extension-probe test. Returns
-    /// how many pairs were compared and those where the two disagree, as (node path, token,
-    /// shortcut, plain).
+    /// plain extension-probe test. Returns how many pairs were compared and those where the
+    /// two disagree, as (node path, token, shortcut, plain).
     #[allow(clippy::type_complexity)]
     pub fn shortcut_disagreements(
         &self,
@@ -597,9 +596,10 @@ impl ByteLm {
                     // Every token, each into the bin of its first byte. In id order, not the
                     // sorted vocabulary's: the row (fresh from the model, not in cache), the
                     // node's table and the token keys are then read in sequence; a node ending
-                    // at the end of `x` meets the whole vocabulary. First the tokens whose
-                    // validity here is not known yet, then one vectorised pass over the table
-                    // ([`super::fold`]); a token with no table slot has no bytes either.
+                    // at the end of `x` meets the whole vocabulary. First the unknown tokens
+                    // that their key settles, then the rest of the unknown ones one by one,
+                    // then one vectorised pass over the table ([`super::fold`]); a token with
+                    // no table slot has no bytes either.
                     let bpe = self.enc.bpe();
                     check.settle_by_key()?;
                     for (id, &lp) in row.iter().enumerate() {
