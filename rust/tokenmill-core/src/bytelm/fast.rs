@@ -465,23 +465,28 @@ impl ByteLm {
 /// class keys follow exactly what the scanners read. The scanners test nothing else about a
 /// character outside ASCII (every literal of the patterns is ASCII), so two such characters
 /// with the same flags are pre-tokenized alike. Six flags: values below 64.
-fn char_flags(c: char) -> u8 {
+pub(super) fn char_flags(c: char) -> u8 {
     crate::pretokenize::classes::tables().of_char(c as u32)
+}
+
+/// The length of the character that `bytes` starts, when `bytes` is a proper prefix of one
+/// that some continuation completes (`None` otherwise).
+pub(super) fn incomplete_char_len(bytes: &[u8]) -> Option<usize> {
+    let incomplete = matches!(std::str::from_utf8(bytes),
+        Err(e) if e.valid_up_to() == 0 && e.error_len().is_none());
+    incomplete.then(|| match bytes[0] {
+        0xc0..=0xdf => 2,
+        0xe0..=0xef => 3,
+        _ => 4,
+    })
 }
 
 /// Lookahead keys standing for every way a token that ends inside its first character can go
 /// on: one completed character of each class among its completions, and its first byte alone
 /// (no completion: the bytes are read as U+FFFD each). Empty when `bytes` is not such a token.
 pub(super) fn completion_keys(bytes: &[u8]) -> Vec<Vec<u8>> {
-    let incomplete = matches!(std::str::from_utf8(bytes),
-        Err(e) if e.valid_up_to() == 0 && e.error_len().is_none());
-    if !incomplete {
+    let Some(need) = incomplete_char_len(bytes) else {
         return Vec::new();
-    }
-    let need = match bytes[0] {
-        0xc0..=0xdf => 2,
-        0xe0..=0xef => 3,
-        _ => 4,
     };
     let missing = need - bytes.len();
     // The completions are the code points whose encoding starts with `bytes`: the prefix's
