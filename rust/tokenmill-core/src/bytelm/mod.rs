@@ -102,7 +102,7 @@ impl ByteLm {
         }
         let vocab = SortedVocab::new(bpe);
         let start_valid = (0..bpe.n_slots()).map(|_| AtomicU8::new(0)).collect();
-        let histories = pairs::Histories::new(bpe.n_slots());
+        let histories = pairs::Histories::new(bpe);
         let token_keys = fast::TokenKeys::new(bpe);
         let first_byte = (0..bpe.n_slots())
             .map(|id| bpe.token_bytes(id as Rank).map_or(0, |b| b[0]))

@@ -22,59 +22,90 @@
 //! `tests::canonical_pairs_from_priorities_equal_the_merge_loop` compares the two on every
 //! pair of toy vocabularies with tiktoken ranks and with shuffled HF merge lists.
 
-use std::sync::OnceLock;
-
 use crate::bpe::Bpe;
 use crate::Rank;
 
-/// A token's merges on its own bytes.
-#[derive(Debug)]
-pub(super) struct History {
-    /// The loop on the token's bytes gives the token itself.
+/// A token's merges on its own bytes: `steps[start..start + len]` of [`Histories`].
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    /// The loop on the token's bytes gives the token itself (false for a slot without bytes).
     reaches: bool,
+    /// The slot has bytes (else the caller falls back to the loop, which reports the id).
+    known: bool,
     /// The first and last symbols before any merge (the token's first and last bytes).
     first: Rank,
     last: Rank,
-    /// Every merge in order: its key, and the new first symbol or new last symbol when the
-    /// merge changes it (a merge of the only two symbols changes both).
-    steps: Vec<Step>,
+    start: u32,
+    len: u32,
 }
 
+/// One merge: its key, and the new first symbol or new last symbol when the merge changes it
+/// ([`NONE`] otherwise; a merge of the only two symbols changes both).
 #[derive(Debug, Clone, Copy)]
 struct Step {
     key: u64,
-    first: Option<Rank>,
-    last: Option<Rank>,
+    first: Rank,
+    last: Rank,
 }
 
-/// Merge histories by token id, computed on first use.
+const NONE: Rank = Rank::MAX;
+
+/// Every token's merge history, built once for the whole vocabulary into two flat arrays.
+///
+/// Performance: a cold node meets up to the whole vocabulary right after the model's forward
+/// has evicted the caches, so the pair test's cost is mostly memory latency. Per-token heap
+/// allocations behind lazily initialised slots cost a pointer chase to a random line per
+/// token; here a token's header is one small record in id order and its steps are contiguous
+/// (16 bytes each), so a walk touches two or three lines. Building all of them takes a few
+/// milliseconds at construction, the time of a handful of cold nodes.
 #[derive(Debug)]
 pub(super) struct Histories {
-    slots: Vec<OnceLock<History>>,
+    heads: Vec<Head>,
+    steps: Vec<Step>,
 }
 
 impl Histories {
-    pub(super) fn new(n_slots: usize) -> Self {
-        Histories {
-            slots: (0..n_slots).map(|_| OnceLock::new()).collect(),
+    pub(super) fn new(bpe: &Bpe) -> Self {
+        let mut heads = Vec::with_capacity(bpe.n_slots());
+        let mut steps = Vec::new();
+        for id in 0..bpe.n_slots() as Rank {
+            let start = steps.len() as u32;
+            let head = match bpe.token_bytes(id) {
+                Some(bytes) => {
+                    let (reaches, first, last) = history(bpe, id, bytes, &mut steps);
+                    Head {
+                        reaches,
+                        known: true,
+                        first,
+                        last,
+                        start,
+                        len: steps.len() as u32 - start,
+                    }
+                }
+                None => Head {
+                    reaches: false,
+                    known: false,
+                    first: NONE,
+                    last: NONE,
+                    start,
+                    len: 0,
+                },
+            };
+            heads.push(head);
         }
+        Histories { heads, steps }
     }
 
-    fn get<'a>(&'a self, bpe: &Bpe, id: Rank, bytes: &[u8]) -> Option<&'a History> {
-        let slot = self.slots.get(id as usize)?;
-        Some(slot.get_or_init(|| history(bpe, id, bytes)))
+    fn get(&self, id: Rank) -> Option<(&Head, &[Step])> {
+        let h = self.heads.get(id as usize).filter(|h| h.known)?;
+        Some((h, &self.steps[h.start as usize..(h.start + h.len) as usize]))
     }
 
     /// Does the merge loop on `bytes(a) + bytes(b)` give `[a, b]`? `None` when an id has no
-    /// slot (the caller falls back to the loop).
-    pub(super) fn canonical_pair(
-        &self,
-        bpe: &Bpe,
-        (a, a_bytes): (Rank, &[u8]),
-        (b, b_bytes): (Rank, &[u8]),
-    ) -> Option<bool> {
-        let ha = self.get(bpe, a, a_bytes)?;
-        let hb = self.get(bpe, b, b_bytes)?;
+    /// bytes (the caller falls back to the loop, which reports it).
+    pub(super) fn canonical_pair(&self, bpe: &Bpe, a: Rank, b: Rank) -> Option<bool> {
+        let (ha, sa) = self.get(a)?;
+        let (hb, sb) = self.get(b)?;
         if !ha.reaches || !hb.reaches {
             return Some(false);
         }
@@ -82,27 +113,27 @@ impl Histories {
         let (mut i, mut j) = (0, 0);
         let mut cross = bpe.pair_priority(x, y);
         loop {
-            let ka = ha.steps.get(i).map_or(u64::MAX, |s| s.key);
-            let kb = hb.steps.get(j).map_or(u64::MAX, |s| s.key);
+            let ka = sa.get(i).map_or(u64::MAX, |s| s.key);
+            let kb = sb.get(j).map_or(u64::MAX, |s| s.key);
             if let Some(c) = cross {
                 if c < ka && c <= kb {
                     return Some(false);
                 }
             }
-            if i == ha.steps.len() && j == hb.steps.len() {
+            if i == sa.len() && j == sb.len() {
                 return Some(true);
             }
             // The next merge: A's on ties (it is further left); `ka == kb == MAX` with steps
             // left cannot happen, since a real key is below `u64::MAX` (`NO_MERGE`).
-            if j == hb.steps.len() || (i < ha.steps.len() && ka <= kb) {
-                if let Some(l) = ha.steps[i].last {
-                    x = l;
+            if j == sb.len() || (i < sa.len() && ka <= kb) {
+                if sa[i].last != NONE {
+                    x = sa[i].last;
                     cross = bpe.pair_priority(x, y);
                 }
                 i += 1;
             } else {
-                if let Some(f) = hb.steps[j].first {
-                    y = f;
+                if sb[j].first != NONE {
+                    y = sb[j].first;
                     cross = bpe.pair_priority(x, y);
                 }
                 j += 1;
@@ -112,15 +143,15 @@ impl Histories {
 }
 
 /// The merge loop on `bytes` alone (lowest key first, leftmost on ties: `bpe.rs`'s rule),
-/// recorded. Tokens are short, so the plain quadratic scan is enough.
-fn history(bpe: &Bpe, id: Rank, bytes: &[u8]) -> History {
+/// its steps appended to `steps`; returns (reaches `id`, first byte's token, last byte's
+/// token). Tokens are short, so the plain quadratic scan is enough.
+fn history(bpe: &Bpe, id: Rank, bytes: &[u8], steps: &mut Vec<Step>) -> (bool, Rank, Rank) {
     let byte_token = |b: u8| {
         bpe.token_id(&[b])
             .expect("ByteLm checked every byte has a token")
     };
     let mut syms: Vec<Rank> = bytes.iter().map(|&b| byte_token(b)).collect();
     let (first, last) = (syms[0], syms[syms.len() - 1]);
-    let mut steps = Vec::new();
     loop {
         let mut best: Option<(u64, usize)> = None;
         for k in 0..syms.len().saturating_sub(1) {
@@ -137,16 +168,11 @@ fn history(bpe: &Bpe, id: Rank, bytes: &[u8]) -> History {
         let n = syms.len();
         steps.push(Step {
             key,
-            first: (k == 0).then_some(merged),
-            last: (k + 2 == n).then_some(merged),
+            first: if k == 0 { merged } else { NONE },
+            last: if k + 2 == n { merged } else { NONE },
         });
         syms[k] = merged;
         syms.remove(k + 1);
     }
-    History {
-        reaches: syms == [id],
-        first,
-        last,
-        steps,
-    }
+    (syms == [id], first, last)
 }
