@@ -32,10 +32,7 @@ impl ByteLm {
     /// Does the merge loop on `bytes(a) + bytes(b)` give back `[a, b]`? Read off the two
     /// tokens' own merge histories and the pair priorities ([`super::pairs`]).
     pub fn is_canonical_pair(&self, a: Rank, b: Rank) -> Result<bool> {
-        let bpe = self.enc.bpe();
-        let pair = (a, self.token_bytes(a)?);
-        let next = (b, self.token_bytes(b)?);
-        match self.histories.canonical_pair(bpe, pair, next) {
+        match self.histories.canonical_pair(self.enc.bpe(), a, b) {
             Some(v) => Ok(v),
             None => self.is_canonical_pair_by_merging(a, b),
         }
@@ -63,8 +60,16 @@ impl ByteLm {
     /// text and the neutral characters must then agree on the piece starts up to the cut; if
     /// they do not, all probes run. `tests::quick_cuts_equal_full_cuts` fuzzes this against
     /// the full probe set for every known pattern.
+    ///
+    /// The same holds for a key of whitespace only after a head that ends with a character
+    /// other than whitespace ([`quick_cut`]): no whitespace run spans the cut, and whether the
+    /// head's last piece takes the key's first character (a symbol run's `[\r\n]*`, o200k's
+    /// `[\r\n/]*`) is decided by that character alone, whatever follows it; the piece starts
+    /// after the cut, which do depend on the continuation, are not read. These keys ran all
+    /// the probes before, at most nodes that meet the whole vocabulary (indentation, line
+    /// breaks and spaces after a word).
     pub(super) fn cut_at(&self, head: &[u8], first: &[u8], ends: &[usize]) -> Result<Cut> {
-        if decided_by_key(head, first) {
+        if quick_cut(head, first) {
             let quick = &self.probes[..QUICK_PROBES];
             let (cut, unanimous) = self.cut_over(head, first, ends, quick)?;
             if unanimous {
@@ -173,6 +178,23 @@ pub(super) fn decided_by_key(head: &[u8], key: &[u8]) -> bool {
     let k = String::from_utf8_lossy(key);
     let ends_closed = k.chars().last().is_some_and(|c| !c.is_whitespace());
     ends_closed && !k.contains('\'') && !apostrophe_near(head)
+}
+
+/// May [`ByteLm::cut_at`] try the quick probes first? When [`decided_by_key`], or when `key` is
+/// whitespace only, `head` ends with a character that is not whitespace (a byte that is not
+/// UTF-8 counts as a symbol) and no contraction reaches past it.
+pub(super) fn quick_cut(head: &[u8], key: &[u8]) -> bool {
+    if decided_by_key(head, key) {
+        return true;
+    }
+    let key_ws = !key.is_empty()
+        && std::str::from_utf8(key).is_ok_and(|k| k.chars().all(char::is_whitespace));
+    let near = &head[head.len().saturating_sub(4)..];
+    let head_closed = String::from_utf8_lossy(near)
+        .chars()
+        .last()
+        .is_some_and(|c| !c.is_whitespace());
+    key_ws && head_closed && !apostrophe_near(head)
 }
 
 /// Can a contraction that starts in `head` take characters after it? Only from an apostrophe

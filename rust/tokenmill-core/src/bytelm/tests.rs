@@ -207,8 +207,8 @@ fn quick_cuts_equal_full_cuts() {
     for pattern in KNOWN_PATTERNS {
         let lm = toy(pattern);
         let mut rng = StdRng::seed_from_u64(7);
-        let mut quick = 0;
-        for _ in 0..10_000 {
+        let (mut quick, mut ws_keys) = (0, 0);
+        for _ in 0..30_000 {
             let head = random_cut_text(&mut rng, 6);
             let token = random_cut_text(&mut rng, 3);
             let Some(key) = fast::lookahead_key(&token) else {
@@ -227,6 +227,7 @@ fn quick_cuts_equal_full_cuts() {
                 ends = (1..=head.len()).collect();
             }
             quick += fast::decided_by_key(&head, key) as usize;
+            ws_keys += (fast::quick_cut(&head, key) && !fast::decided_by_key(&head, key)) as usize;
             assert_eq!(
                 lm.cut_at(&head, key, &ends).unwrap(),
                 lm.cut_at_full(&head, key, &ends).unwrap(),
@@ -236,6 +237,10 @@ fn quick_cuts_equal_full_cuts() {
             );
         }
         assert!(quick > 2000, "the quick path was rarely taken: {quick}");
+        assert!(
+            ws_keys > 300,
+            "whitespace keys after a closed head: only {ws_keys}"
+        );
     }
 }
 
