@@ -8,7 +8,11 @@ float64 log-softmax, as `ByteLM.forward_seconds` counts it); "rust" the calls on
 (`tree`, `marginalize_rows`, which also normalises the bins); the rest is the Python glue
 (cache bookkeeping and crop, this loop).
 
-    python benches/bytelm_cpu_split.py [--models code-a,code-b] [--seed 1]
+    python benches/bytelm_cpu_split.py [--models code-a,code-b] [--seed 1] [--dump DIR]
+
+`--dump DIR` writes the chunks (`chunk0.txt`, ...) and the models' `tokenizer.json` files
+(`code-a.json`, ...) and exits: the input of the Rust-only replay,
+`cargo run --release -p tokenmill-core --example bytelm_replay -- DIR/code-a.json DIR/chunk*`.
 """
 
 from __future__ import annotations
@@ -68,7 +72,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="code-a,code-b")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--dump", type=Path, help="write the chunks and tokenizers here and exit")
     args = ap.parse_args()
+    if args.dump is not None:
+        from tokenmill.models import model_dir
+
+        args.dump.mkdir(parents=True, exist_ok=True)
+        for i, chunk in enumerate(chunks(args.seed)):
+            (args.dump / f"chunk{i}.txt").write_bytes(chunk)
+        for name in args.models.split(","):
+            src = model_dir(name) / "tokenizer.json"
+            (args.dump / f"{name}.json").write_bytes(src.read_bytes())
+        return
     torch.set_num_threads(1)
     forward = bytelm._HFRunner._forward
     spent: dict[str, float] = {}
