@@ -289,10 +289,25 @@ impl ByteLm {
         }
         // A character cut at the end: what it becomes decides its class and the merges of its
         // bytes. Every value of the next byte, then a spread of the remaining ones.
-        let missing = match incomplete_tail(tail) {
+        let (k, missing) = match incomplete_tail(tail) {
             0 => return Ok(false),
-            k => utf8_len(tail[tail.len() - k]) - k,
+            k => (k, utf8_len(tail[tail.len() - k]) - k),
         };
+        // A witness is all it takes: first one completed character of each pre-tokenizer
+        // class (the first completion of that class in byte order, as the cut analyses use),
+        // which finds most witnesses in a few encodings instead of hundreds.
+        let cut = &tail[tail.len() - k..];
+        for key in super::fast::completion_keys(cut).iter().skip(1) {
+            for e in self.probes.iter().take(1 + NEUTRAL.len()) {
+                buf.clear();
+                buf.extend_from_slice(tail);
+                buf.extend_from_slice(&key[cut.len()..]);
+                buf.extend_from_slice(e);
+                if self.canonical(&buf)?.starts_with(rest) {
+                    return Ok(true);
+                }
+            }
+        }
         const SPREAD: [u8; 5] = [0x80, 0x8f, 0x9f, 0xaf, 0xbf];
         let mut completion = vec![0x80u8; missing];
         let n_spread = SPREAD.len().pow(missing as u32 - 1);

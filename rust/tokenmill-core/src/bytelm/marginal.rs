@@ -282,6 +282,10 @@ impl<'a> Check<'a> {
             if all_invalid {
                 return Ok(false);
             }
+            // Nearly always valid, through the plainest witness: the end of text.
+            if self.canonical_at_end(n, id, bytes)? {
+                return Ok(true);
+            }
         }
         let node = &mut self.nodes[n];
         node.path.push(id);
@@ -328,6 +332,38 @@ impl<'a> Check<'a> {
             let bpe = lm.enc.bpe();
             let whole = bpe.ignore_merges() && bpe.token_id(&buf[ls..]).is_some();
             Ok((same_pieces && !whole).then_some(true))
+        })();
+        self.buf = buf;
+        self.pieces = pieces;
+        out
+    }
+
+    /// Is the node's path followed by `id` the canonical encoding of their bytes (the end of
+    /// text as the witness of validity)? The plain test finds the same witness first, but
+    /// stores every answer by path in a shared map; this runs for every token that ends inside
+    /// its first character at every fresh node that meets the whole vocabulary, whose table
+    /// keeps the answer anyway. `false` says nothing.
+    pub(super) fn canonical_at_end(&mut self, n: usize, id: Rank, bytes: &[u8]) -> Result<bool> {
+        let lm = self.lm;
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut pieces = std::mem::take(&mut self.pieces);
+        let node = &self.nodes[n];
+        buf.clear();
+        buf.extend_from_slice(&node.bytes);
+        buf.extend_from_slice(bytes);
+        pieces.clear();
+        let out = (|| {
+            lm.pieces(&buf, &mut pieces)?;
+            let mut tokens = Vec::with_capacity(node.path.len() + 2);
+            for &(a, b) in pieces.iter() {
+                lm.enc.bpe().encode_piece(&buf[a..b], &mut tokens)?;
+                if tokens.len() > node.path.len() + 1 {
+                    return Ok(false);
+                }
+            }
+            Ok(tokens.len() == node.path.len() + 1
+                && tokens[..node.path.len()] == node.path[..]
+                && tokens[node.path.len()] == id)
         })();
         self.buf = buf;
         self.pieces = pieces;

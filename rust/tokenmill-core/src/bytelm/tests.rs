@@ -648,6 +648,130 @@ fn shortcut_checks_equal_plain_validity_after_any_valid_node() {
     }
 }
 
+#[test]
+fn canonical_at_end_is_the_canonical_encoding() {
+    // The end-of-text witness of `Check::check` for tokens that end inside their first
+    // character: where it says yes, the node's path and the token must be exactly the
+    // canonical encoding of their bytes, and it must say yes often. Nodes are any valid
+    // segmentation of random texts, as above, so many are not the encoding of their bytes.
+    for pattern in KNOWN_PATTERNS {
+        let lm = toy(pattern);
+        let bpe = lm.enc.bpe();
+        let partial: Vec<Rank> = (0..bpe.n_slots() as Rank)
+            .filter(|&id| {
+                bpe.token_bytes(id)
+                    .is_some_and(|b| fast::incomplete_char_len(b).is_some())
+            })
+            .collect();
+        assert!(
+            partial.len() >= 50,
+            "{pattern}: {} partial tokens",
+            partial.len()
+        );
+        let mut rng = StdRng::seed_from_u64(33);
+        let (mut yes, mut no) = (0, 0);
+        for _ in 0..1_500 {
+            let x = random_cut_text(&mut rng, 6);
+            let mut path = Vec::new();
+            let mut at = 0;
+            while at < x.len() {
+                let ids: Vec<Rank> = (1..=x.len() - at)
+                    .filter_map(|n| bpe.token_id(&x[at..at + n]))
+                    .collect();
+                let id = ids[rng.random_range(0..ids.len())];
+                at += lm.token_bytes(id).unwrap().len();
+                path.push(id);
+            }
+            if path.is_empty() || !lm.is_valid_uncached(&path).unwrap() {
+                continue;
+            }
+            let mut check = marginal::Check::new(&lm, &x);
+            check.enter(&path, x.len()).unwrap();
+            for &id in &partial {
+                let bytes = lm.token_bytes(id).unwrap();
+                let full = [&path[..], &[id]].concat();
+                let encoded = lm.canonical(&[&x[..], bytes].concat()).unwrap() == full;
+                if check.canonical_at_end(0, id, bytes).unwrap() {
+                    assert!(encoded, "{pattern}: {:?} node {path:?} + {id}", x);
+                    yes += 1;
+                } else {
+                    no += 1;
+                }
+            }
+        }
+        assert!(yes > 10_000 && no > 1_000, "{pattern}: {yes} yes, {no} no");
+    }
+}
+
+#[test]
+fn validity_inside_a_character_has_a_real_witness() {
+    // Paths whose bytes end inside a character: where the plain test says valid, some
+    // completion of the character (every one of them, one or two bytes missing) followed by
+    // the end of text or a neutral character must have a canonical encoding that starts with
+    // the path. This checks the witnesses found through the completions, which the
+    // brute-force comparison (whole characters only) does not reach.
+    for pattern in KNOWN_PATTERNS {
+        let lm = toy(pattern);
+        let bpe = lm.enc.bpe();
+        let mut rng = StdRng::seed_from_u64(5);
+        let (mut valid, mut invalid, mut completed) = (0, 0, 0);
+        for round in 0..1_500 {
+            // Half of them after whitespace, where a cut lead byte is often valid only as
+            // the start of a whitespace character (U+1680, U+3000).
+            let mut x = random_cut_text(&mut rng, 4);
+            if round % 2 == 0 {
+                for _ in 0..rng.random_range(1..4) {
+                    x.extend_from_slice([" ", "\n", "\t"][rng.random_range(0..3)].as_bytes());
+                }
+            }
+            let c = ["é", "\u{3000}", "\u{1F600}", "\u{1680}"][rng.random_range(0..4)].as_bytes();
+            let keep = rng.random_range(c.len().saturating_sub(2).max(1)..c.len());
+            x.extend_from_slice(&c[..keep]);
+            let mut path = Vec::new();
+            let mut at = 0;
+            while at < x.len() {
+                let ids: Vec<Rank> = (1..=x.len() - at)
+                    .filter_map(|n| bpe.token_id(&x[at..at + n]))
+                    .collect();
+                let id = ids[rng.random_range(0..ids.len())];
+                at += lm.token_bytes(id).unwrap().len();
+                path.push(id);
+            }
+            if !lm.is_valid_uncached(&path).unwrap() {
+                invalid += 1;
+                continue;
+            }
+            valid += 1;
+            let by_probe = lm.probes.iter().any(|e| {
+                let z = [&x[..], e].concat();
+                lm.canonical(&z).unwrap().starts_with(&path)
+            });
+            completed += !by_probe as usize;
+            let missing = c.len() - keep;
+            let witness = by_probe
+                || (0..64u32.pow(missing as u32)).any(|k| {
+                    let mut y = x.clone();
+                    for slot in 0..missing {
+                        y.push(0x80 | (k >> (6 * slot) & 0x3f) as u8);
+                    }
+                    lm.probes[..1 + canon::NEUTRAL.len()].iter().any(|e| {
+                        let z = [&y[..], e].concat();
+                        lm.canonical(&z).unwrap().starts_with(&path)
+                    })
+                });
+            assert!(
+                witness,
+                "{pattern}: {:?} as {path:?} has no witness",
+                String::from_utf8_lossy(&x)
+            );
+        }
+        assert!(
+            valid > 500 && invalid > 10 && completed > 15,
+            "{pattern}: {valid} valid ({completed} through a completion), {invalid} not"
+        );
+    }
+}
+
 /// `fast::completion_keys` against the enumeration it replaced: every completion as bytes,
 /// through `from_utf8`, for every incomplete prefix of a character (each lead byte alone, with
 /// one continuation byte, with two).
