@@ -297,7 +297,7 @@ impl ByteLm {
         // class (the first completion of that class in byte order, as the cut analyses use),
         // which finds most witnesses in a few encodings instead of hundreds.
         let cut = &tail[tail.len() - k..];
-        for key in super::fast::completion_keys(cut).iter().skip(1) {
+        for key in self.completion_keys(cut).iter().skip(1) {
             for e in self.probes.iter().take(1 + NEUTRAL.len()) {
                 buf.clear();
                 buf.extend_from_slice(tail);

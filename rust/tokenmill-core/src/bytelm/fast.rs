@@ -545,13 +545,17 @@ pub(super) fn completion_keys(bytes: &[u8]) -> Vec<Vec<u8>> {
 }
 
 impl ByteLm {
-    /// [`completion_keys`] of token `id`, kept by token id.
-    pub(super) fn completion_keys(&self, id: Rank, bytes: &[u8]) -> std::sync::Arc<Vec<Vec<u8>>> {
+    /// [`completion_keys`] of `bytes` (a proper prefix of one character, at most three
+    /// bytes), kept: asked for every token that ends inside its first character at every
+    /// fresh node, and by the plain test for every path that ends inside one.
+    pub(super) fn completion_keys(&self, bytes: &[u8]) -> std::sync::Arc<Vec<Vec<u8>>> {
         let mut cache = self.completion_cache.lock().unwrap();
-        cache
-            .entry(id)
-            .or_insert_with(|| std::sync::Arc::new(completion_keys(bytes)))
-            .clone()
+        if let Some(keys) = cache.get(bytes) {
+            return keys.clone();
+        }
+        let keys = std::sync::Arc::new(completion_keys(bytes));
+        cache.insert(bytes.to_vec(), keys.clone());
+        keys
     }
 }
 

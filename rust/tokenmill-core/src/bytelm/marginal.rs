@@ -271,7 +271,7 @@ impl<'a> Check<'a> {
         } else if !self.nodes[n].cut_char {
             // A token that ends inside its first character: whatever completes it (a
             // character of some class, or nothing valid), its key is one of these.
-            let keys = self.lm.completion_keys(id, bytes);
+            let keys = self.lm.completion_keys(bytes);
             let mut all_invalid = !keys.is_empty();
             for key in keys.iter() {
                 if !matches!(self.rule(n, key)?, Local::Invalid) {

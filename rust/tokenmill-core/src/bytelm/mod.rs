@@ -76,8 +76,8 @@ pub struct ByteLm {
     start_valid: Vec<AtomicU8>,
     /// Validity of (node path + token) by token id, per node path, see `marginal::Check`.
     node_states: Mutex<FxHashMap<Vec<Rank>, Vec<u8>>>,
-    /// [`fast::completion_keys`] by token id.
-    completion_cache: Mutex<FxHashMap<Rank, std::sync::Arc<Vec<Vec<u8>>>>>,
+    /// [`fast::completion_keys`] by the bytes of the cut character.
+    completion_cache: Mutex<FxHashMap<Vec<u8>, std::sync::Arc<Vec<Vec<u8>>>>>,
     /// Each token's first byte by token id (0 for a slot without bytes), for [`fold`].
     first_byte: Vec<u8>,
 }
