@@ -51,6 +51,9 @@ pub use marginal::Marginal;
 pub use tree::Tree;
 pub use vocab::SortedVocab;
 
+/// Completion keys by the bytes of a cut character, see [`fast::completion_keys`].
+type CompletionCache = FxHashMap<Vec<u8>, std::sync::Arc<Vec<Vec<u8>>>>;
+
 /// Rules after a node by (node path, lookahead key), see [`fast`].
 type CutCache = FxHashMap<(Vec<Rank>, Vec<u8>), fast::Rule>;
 
@@ -77,7 +80,7 @@ pub struct ByteLm {
     /// Validity of (node path + token) by token id, per node path, see `marginal::Check`.
     node_states: Mutex<FxHashMap<Vec<Rank>, Vec<u8>>>,
     /// [`fast::completion_keys`] by the bytes of the cut character.
-    completion_cache: Mutex<FxHashMap<Vec<u8>, std::sync::Arc<Vec<Vec<u8>>>>>,
+    completion_cache: Mutex<CompletionCache>,
     /// Each token's first byte by token id (0 for a slot without bytes), for [`fold`].
     first_byte: Vec<u8>,
 }
