@@ -11,6 +11,7 @@
 use crate::error::Result;
 use crate::Rank;
 
+use super::marginal::Check;
 use super::ByteLm;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,12 +97,18 @@ impl ByteLm {
             ends: vec![0],
         };
         let mut path = Vec::new();
-        self.grow(window, 0, &mut path, 0, &mut tree)?;
+        let mut check = Check::new(self, window);
+        self.grow(window, 0, &mut path, 0, &mut tree, &mut check)?;
         Ok(tree)
     }
 
     /// Adds the valid descendants of the node `at` (path `path`, ending at `pos`) that matter
     /// for covers; returns whether any did.
+    ///
+    /// Validity goes through the marginalisation's checks ([`Check`]): a candidate is a
+    /// valid node followed by one token, which is what they decide (with the pair test, the
+    /// cached cut analyses and the nodes' tables), and the plain test on every candidate
+    /// path ran all the probes for each invalid one.
     fn grow(
         &self,
         window: &[u8],
@@ -109,6 +116,7 @@ impl ByteLm {
         path: &mut Vec<Rank>,
         at: usize,
         tree: &mut Tree,
+        check: &mut Check<'_>,
     ) -> Result<bool> {
         let bpe = self.enc.bpe();
         let max_len = self.vocab.max_len();
@@ -117,8 +125,10 @@ impl ByteLm {
             let Some(id) = bpe.token_id(&window[pos..pos + len]) else {
                 continue;
             };
+            check.enter(path, pos)?;
+            let valid = check.valid(id, &window[pos..pos + len])?;
             path.push(id);
-            if self.is_valid(path)? {
+            if valid {
                 let end = pos + len;
                 let index = tree.nodes.len();
                 tree.nodes.push(path.clone());
@@ -126,7 +136,7 @@ impl ByteLm {
                 tree.ends.push(end);
                 // A node is useful if a token starting at its end can reach past the window.
                 let useful = window.len() - end < max_len;
-                let below = self.grow(window, end, path, index, tree)?;
+                let below = self.grow(window, end, path, index, tree, check)?;
                 if useful || below {
                     any = true;
                 } else {
