@@ -523,9 +523,19 @@ pub(super) fn completion_keys(bytes: &[u8]) -> Vec<Vec<u8>> {
     }
     let prefix = prefix << (6 * missing);
     let shortest = [0x80, 0x800, 0x1_0000][need - 2];
+    let n = 64u32.pow(missing as u32);
+    // The classes present among them, read off the class tables block by block: the walk
+    // below stops when it has met them all, instead of visiting every completion (it was a
+    // quarter of a fresh model's first bytes, once per cut prefix).
+    let present =
+        crate::pretokenize::classes::tables().flags_in(prefix.max(shortest), prefix + n - 1);
+    let classes = present.iter().filter(|&&p| p).count();
     let mut seen = [false; 256];
     let mut keys = vec![bytes[..1].to_vec()];
-    for k in 0..64u32.pow(missing as u32) {
+    for k in 0..n {
+        if keys.len() > classes {
+            break;
+        }
         let (mut k, mut cp) = (k, prefix);
         for slot in (0..missing).rev() {
             cp |= (k % 64) << (6 * slot);

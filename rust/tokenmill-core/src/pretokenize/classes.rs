@@ -114,6 +114,36 @@ impl Tables {
         }
     }
 
+    /// Which flag values (each below 64) the Unicode scalar values in `lo..=hi` have: each
+    /// distinct 256-code-point block is read once (a plane of rare scripts is mostly a few
+    /// blocks repeated), surrogates are skipped.
+    pub(crate) fn flags_in(&self, lo: u32, hi: u32) -> [bool; 64] {
+        let mut out = [false; 64];
+        let mut read = vec![false; self.blocks.len() / BLOCK_LEN];
+        let mut cp = lo;
+        while cp <= hi.min(0x10_FFFF) {
+            if (0xD800..=0xDFFF).contains(&cp) {
+                cp = 0xE000;
+                continue;
+            }
+            let block_end = cp | (BLOCK_LEN as u32 - 1);
+            if cp & (BLOCK_LEN as u32 - 1) == 0 && block_end <= hi {
+                let id = self.index[(cp >> BLOCK_BITS) as usize] as usize;
+                if !read[id] {
+                    read[id] = true;
+                    for &f in &self.blocks[id << BLOCK_BITS..(id + 1) << BLOCK_BITS] {
+                        out[f as usize] = true;
+                    }
+                }
+                cp = block_end + 1;
+            } else {
+                out[self.of_char(cp) as usize] = true;
+                cp += 1;
+            }
+        }
+        out
+    }
+
     /// Flags of a code point.
     #[inline(always)]
     pub(crate) fn of_char(&self, cp: u32) -> u8 {
