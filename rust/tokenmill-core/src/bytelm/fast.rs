@@ -24,6 +24,7 @@
 //! itself is certain, the token must be valid at the start of a text, a table by token id).
 
 use crate::error::Result;
+use crate::pretokenize::O200K_PATTERN;
 use crate::Rank;
 
 use super::ByteLm;
@@ -69,7 +70,7 @@ impl ByteLm {
     /// the probes before, at most nodes that meet the whole vocabulary (indentation, line
     /// breaks and spaces after a word).
     pub(super) fn cut_at(&self, head: &[u8], first: &[u8], ends: &[usize]) -> Result<Cut> {
-        if quick_cut(head, first) {
+        if quick_cut(head, first, self.enc.pattern() == O200K_PATTERN) {
             let quick = &self.probes[..QUICK_PROBES];
             let (cut, unanimous) = self.cut_over(head, first, ends, quick)?;
             if unanimous {
@@ -180,21 +181,37 @@ pub(super) fn decided_by_key(head: &[u8], key: &[u8]) -> bool {
     ends_closed && !k.contains('\'') && !apostrophe_near(head)
 }
 
-/// May [`ByteLm::cut_at`] try the quick probes first? When [`decided_by_key`], or when `key` is
+/// May [`ByteLm::cut_at`] try the quick probes first? When [`decided_by_key`]; when `key` is
 /// whitespace only, `head` ends with a character that is not whitespace (a byte that is not
-/// UTF-8 counts as a symbol) and no contraction reaches past it.
-pub(super) fn quick_cut(head: &[u8], key: &[u8]) -> bool {
+/// UTF-8 counts as a symbol) and no contraction reaches past it; or when `key` is an
+/// apostrophe after optional whitespace, no contraction of `head` reaches past it, and the
+/// pattern's words do not take a contraction after them (`suffix`: o200k's do).
+///
+/// The apostrophe: a contraction can only start at it, after the cut; a symbol run before it
+/// takes it whatever follows, and a letter, number or whitespace run ends before it (the
+/// whitespace alternatives read it as the character that ends the run). Only o200k's words,
+/// `...[\p{Ll}...]+(?i:'s|'t|...)?`, take it or not depending on the letters after it.
+pub(super) fn quick_cut(head: &[u8], key: &[u8], suffix: bool) -> bool {
     if decided_by_key(head, key) {
         return true;
     }
-    let key_ws = !key.is_empty()
-        && std::str::from_utf8(key).is_ok_and(|k| k.chars().all(char::is_whitespace));
+    if apostrophe_near(head) {
+        return false;
+    }
+    let Ok(k) = std::str::from_utf8(key) else {
+        return false;
+    };
+    let mut chars = k.chars().rev();
+    if chars.next() == Some('\'') {
+        return chars.all(char::is_whitespace) && !(suffix && key[0] == b'\'');
+    }
+    let key_ws = !key.is_empty() && k.chars().all(char::is_whitespace);
     let near = &head[head.len().saturating_sub(4)..];
     let head_closed = String::from_utf8_lossy(near)
         .chars()
         .last()
         .is_some_and(|c| !c.is_whitespace());
-    key_ws && head_closed && !apostrophe_near(head)
+    key_ws && head_closed
 }
 
 /// Can a contraction that starts in `head` take characters after it? Only from an apostrophe
