@@ -66,9 +66,10 @@ impl ByteLm {
     /// other than whitespace ([`quick_cut`]): no whitespace run spans the cut, and whether the
     /// head's last piece takes the key's first character (a symbol run's `[\r\n]*`, o200k's
     /// `[\r\n/]*`) is decided by that character alone, whatever follows it; the piece starts
-    /// after the cut, which do depend on the continuation, are not read. These keys ran all
-    /// the probes before, at most nodes that meet the whole vocabulary (indentation, line
-    /// breaks and spaces after a word).
+    /// after the cut, which do depend on the continuation, are not read. So does an
+    /// apostrophe after optional whitespace, but for o200k (see [`quick_cut`]). These keys
+    /// ran all the probes before, at most nodes that meet the whole vocabulary (indentation,
+    /// line breaks and spaces after a word, quotes).
     pub(super) fn cut_at(&self, head: &[u8], first: &[u8], ends: &[usize]) -> Result<Cut> {
         if quick_cut(head, first, self.enc.pattern() == O200K_PATTERN) {
             let quick = &self.probes[..QUICK_PROBES];
