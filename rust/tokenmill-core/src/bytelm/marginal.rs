@@ -302,16 +302,8 @@ impl<'a> Check<'a> {
     /// [`crate::bpe`]'s notes); `None` when neither is shown (the plain test decides).
     fn joined(&mut self, n: usize, bytes: &[u8]) -> Result<Option<bool>> {
         let lm = self.lm;
-        let mut buf = std::mem::take(&mut self.buf);
-        let mut pieces = std::mem::take(&mut self.pieces);
-        let node = &mut self.nodes[n];
-        let at = node.bytes.len();
-        buf.clear();
-        buf.extend_from_slice(&node.bytes);
-        buf.extend_from_slice(bytes);
-        pieces.clear();
-        let out = (|| {
-            lm.pieces(&buf, &mut pieces)?;
+        self.with_pieces(n, bytes, |node, buf, pieces| {
+            let at = node.bytes.len();
             let inside = |q: usize| q > at && q < buf.len();
             if pieces
                 .iter()
@@ -332,10 +324,7 @@ impl<'a> Check<'a> {
             let bpe = lm.enc.bpe();
             let whole = bpe.ignore_merges() && bpe.token_id(&buf[ls..]).is_some();
             Ok((same_pieces && !whole).then_some(true))
-        })();
-        self.buf = buf;
-        self.pieces = pieces;
-        out
+        })
     }
 
     /// Is the node's path followed by `id` the canonical encoding of their bytes (the end of
@@ -344,19 +333,11 @@ impl<'a> Check<'a> {
     /// its first character at every fresh node that meets the whole vocabulary, whose table
     /// keeps the answer anyway. `false` says nothing.
     pub(super) fn canonical_at_end(&mut self, n: usize, id: Rank, bytes: &[u8]) -> Result<bool> {
-        let lm = self.lm;
-        let mut buf = std::mem::take(&mut self.buf);
-        let mut pieces = std::mem::take(&mut self.pieces);
-        let node = &self.nodes[n];
-        buf.clear();
-        buf.extend_from_slice(&node.bytes);
-        buf.extend_from_slice(bytes);
-        pieces.clear();
-        let out = (|| {
-            lm.pieces(&buf, &mut pieces)?;
+        let bpe = self.lm.enc.bpe();
+        self.with_pieces(n, bytes, |node, buf, pieces| {
             let mut tokens = Vec::with_capacity(node.path.len() + 2);
-            for &(a, b) in pieces.iter() {
-                lm.enc.bpe().encode_piece(&buf[a..b], &mut tokens)?;
+            for &(a, b) in pieces {
+                bpe.encode_piece(&buf[a..b], &mut tokens)?;
                 if tokens.len() > node.path.len() + 1 {
                     return Ok(false);
                 }
@@ -364,7 +345,28 @@ impl<'a> Check<'a> {
             Ok(tokens.len() == node.path.len() + 1
                 && tokens[..node.path.len()] == node.path[..]
                 && tokens[node.path.len()] == id)
-        })();
+        })
+    }
+
+    /// `f(node, bytes of node n + bytes, their pre-tokenizer pieces)`, in the check's reused
+    /// buffers (these run once per token at a fresh node).
+    fn with_pieces<T>(
+        &mut self,
+        n: usize,
+        bytes: &[u8],
+        f: impl FnOnce(&mut NodeState, &[u8], &[(usize, usize)]) -> Result<T>,
+    ) -> Result<T> {
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut pieces = std::mem::take(&mut self.pieces);
+        let node = &mut self.nodes[n];
+        buf.clear();
+        buf.extend_from_slice(&node.bytes);
+        buf.extend_from_slice(bytes);
+        pieces.clear();
+        let out = self
+            .lm
+            .pieces(&buf, &mut pieces)
+            .and_then(|()| f(node, &buf, &pieces));
         self.buf = buf;
         self.pieces = pieces;
         out

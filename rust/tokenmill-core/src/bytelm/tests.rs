@@ -591,6 +591,23 @@ fn every_character_after_an_apostrophe_gives_the_same_cuts() {
     }
 }
 
+/// A segmentation of `x` into tokens, each chosen at random among the tokens that start there
+/// (not only the merges' choice).
+fn random_segmentation(lm: &ByteLm, rng: &mut StdRng, x: &[u8]) -> Vec<Rank> {
+    let bpe = lm.enc.bpe();
+    let mut path = Vec::new();
+    let mut at = 0;
+    while at < x.len() {
+        let ids: Vec<Rank> = (1..=x.len() - at)
+            .filter_map(|n| bpe.token_id(&x[at..at + n]))
+            .collect();
+        let id = ids[rng.random_range(0..ids.len())];
+        at += lm.token_bytes(id).unwrap().len();
+        path.push(id);
+    }
+    path
+}
+
 #[test]
 fn shortcut_checks_equal_plain_validity_after_any_valid_node() {
     // Nodes that are any valid segmentation of a text into tokens (not only the tree's
@@ -599,7 +616,6 @@ fn shortcut_checks_equal_plain_validity_after_any_valid_node() {
     // check reads which of the node's tokens share the last piece in every continuation.
     for pattern in KNOWN_PATTERNS {
         let lm = toy(pattern);
-        let bpe = lm.enc.bpe();
         let mut rng = StdRng::seed_from_u64(21);
         let (mut nodes, mut pairs) = (0, 0);
         for round in 0..3_000 {
@@ -618,16 +634,7 @@ fn shortcut_checks_equal_plain_validity_after_any_valid_node() {
                 let c = ["é", "\u{3000}", "\u{1F600}"][rng.random_range(0..3)].as_bytes();
                 x.extend_from_slice(&c[..rng.random_range(1..c.len())]);
             }
-            let mut path = Vec::new();
-            let mut at = 0;
-            while at < x.len() {
-                let ids: Vec<Rank> = (1..=x.len() - at)
-                    .filter_map(|n| bpe.token_id(&x[at..at + n]))
-                    .collect();
-                let id = ids[rng.random_range(0..ids.len())];
-                at += lm.token_bytes(id).unwrap().len();
-                path.push(id);
-            }
+            let path = random_segmentation(&lm, &mut rng, &x);
             if path.is_empty() || !lm.is_valid_uncached(&path).unwrap() {
                 continue;
             }
@@ -679,16 +686,7 @@ fn canonical_at_end_is_the_canonical_encoding() {
         let (mut yes, mut no) = (0, 0);
         for _ in 0..1_500 {
             let x = random_cut_text(&mut rng, 6);
-            let mut path = Vec::new();
-            let mut at = 0;
-            while at < x.len() {
-                let ids: Vec<Rank> = (1..=x.len() - at)
-                    .filter_map(|n| bpe.token_id(&x[at..at + n]))
-                    .collect();
-                let id = ids[rng.random_range(0..ids.len())];
-                at += lm.token_bytes(id).unwrap().len();
-                path.push(id);
-            }
+            let path = random_segmentation(&lm, &mut rng, &x);
             if path.is_empty() || !lm.is_valid_uncached(&path).unwrap() {
                 continue;
             }
@@ -719,7 +717,6 @@ fn validity_inside_a_character_has_a_real_witness() {
     // brute-force comparison (whole characters only) does not reach.
     for pattern in KNOWN_PATTERNS {
         let lm = toy(pattern);
-        let bpe = lm.enc.bpe();
         let mut rng = StdRng::seed_from_u64(5);
         let (mut valid, mut invalid, mut completed) = (0, 0, 0);
         for round in 0..1_500 {
@@ -734,16 +731,7 @@ fn validity_inside_a_character_has_a_real_witness() {
             let c = ["é", "\u{3000}", "\u{1F600}", "\u{1680}"][rng.random_range(0..4)].as_bytes();
             let keep = rng.random_range(c.len().saturating_sub(2).max(1)..c.len());
             x.extend_from_slice(&c[..keep]);
-            let mut path = Vec::new();
-            let mut at = 0;
-            while at < x.len() {
-                let ids: Vec<Rank> = (1..=x.len() - at)
-                    .filter_map(|n| bpe.token_id(&x[at..at + n]))
-                    .collect();
-                let id = ids[rng.random_range(0..ids.len())];
-                at += lm.token_bytes(id).unwrap().len();
-                path.push(id);
-            }
+            let path = random_segmentation(&lm, &mut rng, &x);
             if !lm.is_valid_uncached(&path).unwrap() {
                 invalid += 1;
                 continue;
