@@ -288,24 +288,30 @@ impl ByteLm {
             }
         }
         // A character cut at the end: what it becomes decides its class and the merges of its
-        // bytes. Every value of the next byte, then a spread of the remaining ones.
-        let (k, missing) = match incomplete_tail(tail) {
+        // bytes. A witness is all it takes, so first one completed character of each
+        // pre-tokenizer class (the first completion of that class in byte order, as the cut
+        // analyses use), which finds most witnesses in a few encodings; then every value of
+        // the next byte with a spread of the remaining ones.
+        let (cut_len, missing) = match incomplete_tail(tail) {
             0 => return Ok(false),
             k => (k, utf8_len(tail[tail.len() - k]) - k),
         };
-        // A witness is all it takes: first one completed character of each pre-tokenizer
-        // class (the first completion of that class in byte order, as the cut analyses use),
-        // which finds most witnesses in a few encodings instead of hundreds.
-        let cut = &tail[tail.len() - k..];
-        for key in self.completion_keys(cut).iter().skip(1) {
+        let mut witnessed = |completion: &[u8]| -> Result<bool> {
             for e in self.probes.iter().take(1 + NEUTRAL.len()) {
                 buf.clear();
                 buf.extend_from_slice(tail);
-                buf.extend_from_slice(&key[cut.len()..]);
+                buf.extend_from_slice(completion);
                 buf.extend_from_slice(e);
                 if self.canonical(&buf)?.starts_with(rest) {
                     return Ok(true);
                 }
+            }
+            Ok(false)
+        };
+        let cut = &tail[tail.len() - cut_len..];
+        for key in self.completion_keys(cut).iter().skip(1) {
+            if witnessed(&key[cut_len..])? {
+                return Ok(true);
             }
         }
         const SPREAD: [u8; 5] = [0x80, 0x8f, 0x9f, 0xaf, 0xbf];
@@ -318,14 +324,8 @@ impl ByteLm {
                     *slot = SPREAD[k % SPREAD.len()];
                     k /= SPREAD.len();
                 }
-                for e in self.probes.iter().take(1 + NEUTRAL.len()) {
-                    buf.clear();
-                    buf.extend_from_slice(tail);
-                    buf.extend_from_slice(&completion);
-                    buf.extend_from_slice(e);
-                    if self.canonical(&buf)?.starts_with(rest) {
-                        return Ok(true);
-                    }
+                if witnessed(&completion)? {
+                    return Ok(true);
                 }
             }
         }
