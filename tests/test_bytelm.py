@@ -211,6 +211,62 @@ def test_distributions_sum_to_one_and_cached_forward_is_exact(pattern: str, arch
     assert lm.forwards <= len(x) + 1  # at most one forward per byte
 
 
+@pytest.mark.parametrize(("dtype", "arch"), [("float32", "llama"), ("bfloat16", "gpt2")])
+def test_low_precision_models_match_full_forwards(dtype: str, arch: str) -> None:
+    # float32 logits reach the Rust log-softmax in place; bfloat16 ones are widened first; both
+    # models take the tree mask built in float32 (converted for bfloat16). Batched, cached
+    # forwards differ from full ones by the dtype's rounding, hence the tolerances.
+    from tokenmill.models import tiny_causal_lm, tiny_tokenizer
+
+    tok = tiny_tokenizer(512, "gpt2-hf")
+    eos = tok.token_to_id("<|endoftext|>")
+    assert eos is not None
+    model = tiny_causal_lm(
+        tok.get_vocab_size(), arch, dtype=getattr(torch, dtype), eos_token_id=eos
+    )
+    lm = ByteLM(model, tok)
+    ref = ByteLM(FullForward(model), tok, bos_token_id=eos, eos_token_id=eos)
+    tol = 1e-4 if dtype == "float32" else 0.15
+    x = CODE[:30]
+    for k in range(len(x) + 1):
+        got = lm.next_byte_logprobs(x[:k])
+        assert np.exp(got).sum() == pytest.approx(1.0, abs=1e-12)
+        want = ref.next_byte_logprobs(x[:k])
+        np.testing.assert_allclose(np.exp(got), np.exp(want), rtol=0, atol=tol)
+
+
+def test_log_softmax_equals_torch() -> None:
+    from tokenmill.models import tiny_causal_lm
+
+    model = tiny_causal_lm(700, "llama", dtype=torch.float32, init_std=1.0)
+    with torch.no_grad():
+        logits = model(torch.tensor([[5, 17, 300, 2, 699, 40, 41]])).logits[0]
+    z = logits.clone()
+    z[1, 3] = -math.inf
+    z[2, :] = -math.inf  # all -inf: NaN, as torch
+    z[3, 9] = math.nan
+    z[4, 100] = math.inf
+    z[5, 7] = 5000.0  # every other term underflows
+    for x in (z, z.double()):
+        for t in (1.0, 0.7, 3.0):
+            got = _core.log_softmax(x.numpy(), t)
+            want = torch.log_softmax(x.double() / t, -1).numpy()
+            assert got.dtype == np.float64 and got.shape == want.shape
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+            np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
+    assert np.isnan(_core.log_softmax(z.numpy())[2:5]).all()
+    for bad, what in [
+        (np.zeros((2, 3), dtype=np.int32), "float32 or float64"),
+        (z.numpy()[0], "2-d"),
+        (z.numpy()[:, ::2], "C-contiguous"),
+    ]:
+        with pytest.raises(ValueError, match=what):
+            _core.log_softmax(bad)
+    for t in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="temperature"):
+            _core.log_softmax(z.numpy(), t)
+
+
 @pytest.mark.parametrize("pattern", PATTERNS)
 def test_chain_rule_is_the_same_for_every_split(pattern: str) -> None:
     tok, model, _ = small_setup(pattern, "gpt2")

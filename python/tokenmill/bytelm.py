@@ -166,6 +166,7 @@ class _HFRunner(_Runner):
         self._dtype = param.dtype
         self._device = param.device
         self._min = torch.finfo(param.dtype).min
+        self._mask_dtype = np.float64 if param.dtype == torch.float64 else np.float32
         self._cache_kw = cache_kwarg(model)
         self.reset()
 
@@ -180,29 +181,43 @@ class _HFRunner(_Runner):
         self,
         ids: npt.NDArray[np.int64],
         positions: npt.NDArray[np.int64],
-        allowed: npt.NDArray[np.bool_],
+        mask: npt.NDArray[np.floating[Any]],
     ) -> npt.NDArray[np.float64]:
-        """One forward of the new tokens `ids` after the cache: position ids and which of the
-        `past + n` positions each may attend to (built by `CoveringTree.batch`)."""
+        """One forward of the new tokens `ids` (1, n) after the cache, at `positions` (1, n),
+        under the additive `mask` (1, 1, n, past + n), float64 for a float64 model, else
+        float32 (built by `CoveringTree.batch`); returns the float64 next-token log-probs."""
         import time
 
         import torch
         import transformers
 
         t0 = time.perf_counter()
-        keep = torch.from_numpy(allowed)
-        mask = torch.zeros(keep.shape, dtype=self._dtype).masked_fill_(~keep, self._min)
+        attn = torch.from_numpy(mask)
+        if attn.dtype != self._dtype:
+            # float16 / bfloat16: the float32 mask holds 0 and this dtype's minimum, exactly.
+            attn = attn.to(self._dtype)
         if self._cache is None:
             self._cache = transformers.DynamicCache()
+        cpu = self._device.type == "cpu"
         with torch.no_grad():
             out = self._model(
-                input_ids=torch.from_numpy(ids)[None].to(self._device),
-                attention_mask=mask[None, None].to(self._device),
-                position_ids=torch.from_numpy(positions)[None].to(self._device),
+                input_ids=torch.from_numpy(ids) if cpu else torch.from_numpy(ids).to(self._device),
+                attention_mask=attn if cpu else attn.to(self._device),
+                position_ids=(
+                    torch.from_numpy(positions)
+                    if cpu
+                    else torch.from_numpy(positions).to(self._device)
+                ),
                 **{self._cache_kw: self._cache},
                 use_cache=True,
             )
-        rows = _transform(out.logits[0].cpu(), self._t, self._p)
+        logits = out.logits[0]
+        if self._p < 1.0:
+            rows = _transform(logits.cpu(), self._t, self._p)
+        else:
+            if logits.dtype not in (torch.float32, torch.float64):
+                logits = logits.float()  # exact
+            rows = _core.log_softmax(logits.cpu().numpy(), self._t)
         self.forward_seconds += time.perf_counter() - t0
         self.forwards += 1
         return rows
@@ -210,9 +225,10 @@ class _HFRunner(_Runner):
     def _chain(self, tokens: Sequence[int]) -> npt.NDArray[np.float64]:
         """One forward of `tokens` as a causal chain after the cache; returns their rows."""
         past, n = len(self._ids), len(tokens)
-        allowed = np.tril(np.ones((n, past + n), dtype=bool), k=past)
-        positions = np.arange(past, past + n, dtype=np.int64)
-        return self._forward(np.asarray(tokens, dtype=np.int64), positions, allowed)
+        mask = np.full((1, 1, n, past + n), self._min, dtype=self._mask_dtype)
+        mask[0, 0][np.tril(np.ones((n, past + n), dtype=bool), k=past)] = 0.0
+        positions = np.arange(past, past + n, dtype=np.int64)[None]
+        return self._forward(np.asarray(tokens, dtype=np.int64)[None], positions, mask)
 
     def _sync_trunk(self, want: list[int]) -> int:
         """Crops the cache to its longest prefix shared with `want` (keeping at least one token
@@ -245,8 +261,10 @@ class _HFRunner(_Runner):
         if not chain and n_nodes == 1:
             assert self._tip is not None
             return _Rows(self._cum[-1], self._tip[None], 0, None)
-        ids, positions, allowed = tree.batch(chain, len(self._ids))
-        rows_new = self._forward(ids, positions, allowed)
+        ids, positions, mask = tree.batch(
+            chain, len(self._ids), fill=self._min, float64=self._mask_dtype is np.float64
+        )
+        rows_new = self._forward(ids, positions, mask)
         # Extend the trunk bookkeeping with the chain, then crop the branches off the cache.
         tip = None
         if chain:

@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
+use numpy::ndarray::{Array2, Array4};
 use numpy::{
-    PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
+    IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArray,
+    PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use tokenmill_core::bytelm::{ByteLm, Tree};
+use tokenmill_core::bytelm::{log_softmax_rows, ByteLm, Logit, Tree};
 use tokenmill_core::{Error, Rank};
 
 use crate::encoding::CoreBpe;
@@ -18,6 +20,13 @@ use crate::run;
 pub struct ByteLmCore {
     inner: Arc<ByteLm>,
 }
+
+/// (token ids, position ids, additive mask) of one forward, see `CoveringTree::batch`.
+type ForwardInputs<'py> = (
+    Bound<'py, PyArray2<i64>>,
+    Bound<'py, PyArray2<i64>>,
+    Bound<'py, PyUntypedArray>,
+);
 
 /// The covering tree of one byte prefix.
 #[pyclass(module = "tokenmill._core", frozen, name = "CoveringTree")]
@@ -56,28 +65,103 @@ impl CoveringTree {
     }
 
     /// Model inputs of one forward over `chain` (uncached trunk tokens after `past` cached
-    /// ones) and the nodes: (token ids, position ids, attention allowed `n x (past + n)`).
-    #[allow(clippy::type_complexity)]
+    /// ones) and the nodes: (token ids (1, n), position ids (1, n), the additive attention
+    /// mask (1, 1, n, past + n): 0 where a token may attend, `fill` elsewhere; float64 if
+    /// `float64`, else float32). The arrays own the buffers Rust wrote (no copy), which
+    /// `torch.from_numpy` then shares.
+    #[pyo3(signature = (chain, past, *, fill, float64=false))]
     fn batch<'py>(
         &self,
         py: Python<'py>,
         chain: Vec<Rank>,
         past: usize,
-    ) -> PyResult<(
-        Bound<'py, PyArray1<i64>>,
-        Bound<'py, PyArray1<i64>>,
-        Bound<'py, PyArray2<bool>>,
-    )> {
-        let (ids, positions, allowed) = self.inner.batch(&chain, past);
-        let n = ids.len();
-        let ids: Vec<i64> = ids.into_iter().map(i64::from).collect();
-        let positions: Vec<i64> = positions.into_iter().map(|p| p as i64).collect();
-        let allowed = PyArray1::from_vec(py, allowed).reshape([n, past + n])?;
-        Ok((
-            PyArray1::from_vec(py, ids),
-            PyArray1::from_vec(py, positions),
-            allowed,
-        ))
+        fill: f64,
+        float64: bool,
+    ) -> PyResult<ForwardInputs<'py>> {
+        let tree = &self.inner;
+        let n = chain.len() + tree.nodes.len() - 1;
+        let shape = (1, 1, n, past + n);
+        let (ids, positions, mask) = if float64 {
+            let (ids, positions, m) = tree.batch(&chain, past, 0.0, fill);
+            (ids, positions, array4(py, shape, m)?)
+        } else {
+            let (ids, positions, m) = tree.batch(&chain, past, 0.0f32, fill as f32);
+            (ids, positions, array4(py, shape, m)?)
+        };
+        let ids = ids.into_iter().map(i64::from).collect();
+        let positions = positions.into_iter().map(|p| p as i64).collect();
+        Ok((row(py, ids)?, row(py, positions)?, mask))
+    }
+}
+
+fn shape_error(e: numpy::ndarray::ShapeError) -> PyErr {
+    crate::errors::to_py(Error::InvalidArgument(format!("forward inputs: {e}")))
+}
+
+/// `v` as a (1, len) array, without a copy.
+fn row(py: Python<'_>, v: Vec<i64>) -> PyResult<Bound<'_, PyArray2<i64>>> {
+    let n = v.len();
+    Ok(Array2::from_shape_vec((1, n), v)
+        .map_err(shape_error)?
+        .into_pyarray(py))
+}
+
+/// `v` as an array of `shape`, without a copy.
+fn array4<T: numpy::Element>(
+    py: Python<'_>,
+    shape: (usize, usize, usize, usize),
+    v: Vec<T>,
+) -> PyResult<Bound<'_, PyUntypedArray>> {
+    let a = Array4::from_shape_vec(shape, v).map_err(shape_error)?;
+    Ok(a.into_pyarray(py)
+        .into_any()
+        .cast_into::<PyUntypedArray>()?)
+}
+
+/// `log_softmax(logits / temperature)` of each row of a float32 or float64 (n, vocab) array,
+/// in float64: the model's next-token log-probabilities, computed in Rust (see the core's
+/// `bytelm::softmax`).
+#[pyfunction]
+#[pyo3(signature = (logits, temperature=1.0))]
+fn log_softmax<'py>(
+    py: Python<'py>,
+    logits: &Bound<'py, PyAny>,
+    temperature: f64,
+) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    fn rows<'py, T: numpy::Element + Logit>(
+        py: Python<'py>,
+        a: PyReadonlyArray2<'py, T>,
+        temperature: f64,
+    ) -> PyResult<Bound<'py, PyArray2<f64>>> {
+        let (n, cols) = (a.shape()[0], a.shape()[1]);
+        let z = a.as_slice().map_err(|_| {
+            crate::errors::to_py(Error::InvalidArgument(
+                "logits must be a C-contiguous array".into(),
+            ))
+        })?;
+        let out = run(py, || {
+            let mut out = vec![0.0; n * cols];
+            log_softmax_rows(z, cols, temperature, &mut out);
+            Ok(out)
+        })?;
+        Ok(Array2::from_shape_vec((n, cols), out)
+            .map_err(shape_error)?
+            .into_pyarray(py))
+    }
+    if !(temperature > 0.0 && temperature.is_finite()) {
+        return Err(crate::errors::to_py(Error::InvalidArgument(format!(
+            "temperature must be a positive finite number, got {temperature}"
+        ))));
+    }
+    if let Ok(a) = logits.extract::<PyReadonlyArray2<'py, f32>>() {
+        rows(py, a, temperature)
+    } else if let Ok(a) = logits.extract::<PyReadonlyArray2<'py, f64>>() {
+        rows(py, a, temperature)
+    } else {
+        Err(crate::errors::to_py(Error::InvalidArgument(format!(
+            "logits must be a 2-d float32 or float64 numpy array, got {}",
+            logits.repr()?
+        ))))
     }
 }
 
@@ -282,5 +366,6 @@ fn node_row_slices<'a>(
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ByteLmCore>()?;
-    m.add_class::<CoveringTree>()
+    m.add_class::<CoveringTree>()?;
+    m.add_function(wrap_pyfunction!(log_softmax, m)?)
 }

@@ -16,7 +16,7 @@ use crate::simd::has_avx2;
 
 const LANES: usize = 8;
 /// The range where [`exp`] is used: its result is a normal number there.
-const LO: f64 = -708.0;
+pub(super) const LO: f64 = -708.0;
 const HI: f64 = 709.0;
 
 /// e^x for `LO <= x <= HI`, within about 1 ulp of `f64::exp`: x = n ln 2 + r with |r| <= ln 2 / 2

@@ -22,7 +22,8 @@
 //!   token path through the short window after it (the paths shared by all covers);
 //! - [`marginal`]: next-token distributions at the tree's nodes folded into 257 bins (256 bytes
 //!   and end of text) by range masses over the sorted vocabulary;
-//! - [`fold`]: the vectorised inner loop of a node that meets the whole vocabulary.
+//! - [`fold`]: the vectorised inner loop of a node that meets the whole vocabulary;
+//! - [`softmax`]: the model's logits rows as log-probabilities.
 //!
 //! The model itself is not here: the Python layer runs it on the tree's nodes (one batched
 //! forward with a tree attention mask) and hands the log-probabilities back.
@@ -32,6 +33,7 @@ mod fast;
 mod fold;
 mod marginal;
 mod pairs;
+mod softmax;
 #[cfg(test)]
 mod tests;
 mod tree;
@@ -48,6 +50,7 @@ use crate::pretokenize::KNOWN_PATTERNS;
 use crate::Rank;
 
 pub use marginal::Marginal;
+pub use softmax::{log_softmax_rows, Logit};
 pub use tree::Tree;
 pub use vocab::SortedVocab;
 

@@ -48,20 +48,28 @@ impl Tree {
 
     /// The model inputs of one forward over `chain` (trunk tokens not yet in the cache, after
     /// `past` cached ones) and the tree's nodes (each node's last token, parents first): the
-    /// token ids, position ids (cache length plus depth) and which of the `past + n` positions
-    /// each new token may attend to (row-major, `n x (past + n)`: the cache, the chain before
-    /// it, and its own ancestors). The root is the chain's end (or the cache's).
-    pub fn batch(&self, chain: &[Rank], past: usize) -> (Vec<Rank>, Vec<usize>, Vec<bool>) {
+    /// token ids, position ids (cache length plus depth) and the attention mask over the
+    /// `past + n` positions (row-major, `n x (past + n)`), `attend` where a new token may
+    /// attend (the cache, the chain before it, and its own ancestors) and `blocked` elsewhere:
+    /// booleans, or the additive mask a model takes as it is. The root is the chain's end (or
+    /// the cache's).
+    pub fn batch<T: Copy>(
+        &self,
+        chain: &[Rank],
+        past: usize,
+        attend: T,
+        blocked: T,
+    ) -> (Vec<Rank>, Vec<usize>, Vec<T>) {
         let c = chain.len();
         let n = c + self.nodes.len() - 1;
         let width = past + n;
         let mut ids = Vec::with_capacity(n);
         let mut positions = Vec::with_capacity(n);
-        let mut allowed = vec![false; n * width];
+        let mut mask = vec![blocked; n * width];
         for (j, &t) in chain.iter().enumerate() {
             ids.push(t);
             positions.push(past + j);
-            allowed[j * width..j * width + past + j + 1].fill(true);
+            mask[j * width..j * width + past + j + 1].fill(attend);
         }
         // Node i (i >= 1) is new token c + i - 1, at depth c + (its depth in the tree).
         let mut depth = vec![0usize; self.nodes.len()];
@@ -72,15 +80,15 @@ impl Tree {
             ids.push(*self.nodes[i].last().expect("only the root is empty"));
             positions.push(past + c + depth[i] - 1);
             let row = j * width;
-            allowed[row..row + past + c].fill(true);
-            allowed[row + past + j] = true;
+            mask[row..row + past + c].fill(attend);
+            mask[row + past + j] = attend;
             let mut a = p;
             while a > 0 {
-                allowed[row + past + c + a - 1] = true;
+                mask[row + past + c + a - 1] = attend;
                 a = self.parents[a];
             }
         }
-        (ids, positions, allowed)
+        (ids, positions, mask)
     }
 }
 
