@@ -498,10 +498,37 @@ def test_validity_shortcuts_equal_the_plain_test_on_held_out_code(pattern: str) 
     pairs = 0
     for chunk in chunks:
         for k in range(len(chunk) + 1):
-            n, disagreements = core.shortcut_disagreements(chunk[:k])
+            n, _, disagreements = core.shortcut_disagreements(chunk[:k])
             pairs += n
             assert disagreements == [], (chunk[:k], disagreements[:5])
     assert pairs > 50_000
+
+
+def test_validity_inside_a_character_on_the_llama3_vocabulary(llama3_json_path: Any) -> None:
+    # Llama-3's vocabulary holds thousands of tokens that end inside a character (pieces of
+    # CJK and other multi-byte characters, alone or after a space). After whitespace (the
+    # indentation of held-out code) most are invalid, and every completion of the character
+    # hands the token over to the same shorter node: the shortcut must agree with the plain
+    # test there, where it says no as well as where it says yes.
+    import random
+
+    from tokenmill.models import heldout_texts
+
+    tok = tokenmill.Tokenizer.from_file(str(llama3_json_path))
+    core = _core.ByteLmCore(tok.to_encoding()._core_bpe)
+    rng = random.Random(3)
+    texts = [t.encode() for _, t in heldout_texts() if "\n        " in t]
+    prefixes = []
+    for text in rng.sample(texts, 3):
+        ends = [i + 1 for i in range(1, len(text)) if text[i] == 32 and text[i - 1] in b" \n"]
+        prefixes += [text[max(0, e - 30) : e] for e in rng.sample(ends, 2)]
+    pairs = invalid = 0
+    for prefix in prefixes:
+        n, no, disagreements = core.shortcut_disagreements(prefix, keyless_only=True)
+        assert disagreements == [], (prefix, disagreements[:5])
+        pairs, invalid = pairs + n, invalid + no
+    assert pairs > 5_000
+    assert 1_000 < invalid < pairs - 100, (invalid, pairs)
 
 
 def test_importing_bytelm_does_not_import_torch() -> None:

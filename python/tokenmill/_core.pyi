@@ -237,8 +237,8 @@ class ByteLmCore:
         tip: npt.NDArray[np.float64] | None,
     ) -> list[tuple[int, int, float]]: ...
     def shortcut_disagreements(
-        self, data: bytes
-    ) -> tuple[int, list[tuple[list[int], int, bool, bool]]]: ...
+        self, data: bytes, keyless_only: bool = False
+    ) -> tuple[int, int, list[tuple[list[int], int, bool, bool]]]: ...
 
 # --- speculative (issue #7) ---
 

@@ -208,16 +208,20 @@ impl ByteLmCore {
         Ok(CoveringTree { inner })
     }
 
-    /// Test hook: (pairs compared, disagreements) between the validity shortcuts and the
-    /// plain test over the (node, token) pairs that marginalising `data` meets.
+    /// Test hook: (pairs compared, pairs the plain test finds invalid, disagreements) between
+    /// the validity shortcuts and the
+    /// plain test over the (node, token) pairs that marginalising `data` meets (only the
+    /// tokens that end inside their first character if `keyless_only`).
     #[allow(clippy::type_complexity)]
+    #[pyo3(signature = (data, keyless_only=false))]
     fn shortcut_disagreements(
         &self,
         py: Python<'_>,
         data: &[u8],
-    ) -> PyResult<(usize, Vec<(Vec<Rank>, Rank, bool, bool)>)> {
+        keyless_only: bool,
+    ) -> PyResult<(usize, usize, Vec<(Vec<Rank>, Rank, bool, bool)>)> {
         let lm = &self.inner;
-        run(py, || lm.shortcut_disagreements(data))
+        run(py, || lm.shortcut_disagreements(data, keyless_only))
     }
 
     /// Returns (log masses of the 257 bins, log P(prefix)); see `Marginal` in the core.

@@ -273,14 +273,31 @@ impl<'a> Check<'a> {
             // character of some class, or nothing valid), its key is one of these.
             let keys = self.lm.completion_keys(bytes);
             let mut all_invalid = !keys.is_empty();
+            // The node every key hands its tokens over to, if it is one and the same.
+            let mut to: Option<Option<usize>> = None;
             for key in keys.iter() {
-                if !matches!(self.rule(n, key)?, Local::Invalid) {
+                let rule = self.rule(n, key)?;
+                if !matches!(rule, Local::Invalid) {
                     all_invalid = false;
-                    break;
                 }
+                let m = match rule {
+                    Local::To(m) => Some(m),
+                    _ => None,
+                };
+                to = Some(match to {
+                    None => m,
+                    Some(prev) if prev == m => m,
+                    Some(_) => None,
+                });
             }
             if all_invalid {
                 return Ok(false);
+            }
+            // Every way to complete the character starts a piece at the same anchor: as for a
+            // whole key, the token is valid there exactly when it is valid after the shorter
+            // node, whose table many nodes share (after indentation: the start of a text).
+            if let Some(Some(m)) = to {
+                return self.valid_in(m, id, bytes);
             }
             // Nearly always valid, through the plainest witness: the end of text.
             if self.canonical_at_end(n, id, bytes)? {
@@ -469,17 +486,22 @@ impl<'a> Check<'a> {
 impl ByteLm {
     /// A test hook: every (node, token) pair that marginalising `x` meets, checked with the
     /// shortcuts (and the caches as they are, [`Check::settle_by_key`] included) and with the
-    /// plain extension-probe test. Returns how many pairs were compared and those where the
-    /// two disagree, as (node path, token, shortcut, plain).
+    /// plain extension-probe test. Returns how many pairs were compared, how many of them the
+    /// plain test finds invalid, and those where the two disagree, as (node path, token,
+    /// shortcut, plain). `keyless_only`: only the tokens
+    /// without a lookahead key (those that end inside their first character, decided through
+    /// the completions of that character), which keeps the plain test affordable on large
+    /// vocabularies.
     #[allow(clippy::type_complexity)]
     pub fn shortcut_disagreements(
         &self,
         x: &[u8],
-    ) -> Result<(usize, Vec<(Vec<Rank>, Rank, bool, bool)>)> {
+        keyless_only: bool,
+    ) -> Result<(usize, usize, Vec<(Vec<Rank>, Rank, bool, bool)>)> {
         let tree = self.tree(x)?;
         let window = &x[tree.sigma..];
         let mut check = Check::new(self, window);
-        let mut pairs = 0;
+        let (mut pairs, mut invalid) = (0, 0);
         let mut out = Vec::new();
         for (node, &end) in tree.nodes.iter().zip(&tree.ends) {
             check.enter(node, end)?;
@@ -489,15 +511,24 @@ impl ByteLm {
             }
             for j in self.vocab.prefix_range(&window[end..]) {
                 let id = self.vocab.id(j);
+                let keyless = self
+                    .token_keys
+                    .of
+                    .get(id as usize)
+                    .is_none_or(|k| k.class == NO_KEY);
+                if keyless_only && !keyless {
+                    continue;
+                }
                 let fast = check.valid(id, self.vocab.bytes(j))?;
                 let plain = self.is_valid_uncached(&[&node[..], &[id]].concat())?;
                 pairs += 1;
+                invalid += usize::from(!plain);
                 if fast != plain {
                     out.push((node.clone(), id, fast, plain));
                 }
             }
         }
-        Ok((pairs, out))
+        Ok((pairs, invalid, out))
     }
 
     /// [`Canon`] of a node (tokens `path` ending at `ends` in `bytes`), if its tokens are

@@ -119,57 +119,64 @@ fn row_avx2<T: Logit>(z: &[T], temperature: f64, out: &mut [f64]) {
 
 #[inline(always)]
 fn row_with<T: Logit>(z: &[T], temperature: f64, out: &mut [f64]) {
-    // Pass 1: the scaled values and their maximum. A NaN is skipped here and makes the sum
-    // NaN below.
-    let mut max = [f64::NEG_INFINITY; LANES];
     if temperature == 1.0 {
-        for (o, &v) in out.iter_mut().zip(z) {
-            *o = v.widen();
-        }
+        row_scaled(z, |v: T| v.widen(), out)
     } else {
-        for (o, &v) in out.iter_mut().zip(z) {
-            *o = v.widen() / temperature;
-        }
+        row_scaled(z, |v: T| v.widen() / temperature, out)
     }
-    let split = out.len() - out.len() % LANES;
-    for c in out[..split].chunks_exact(LANES) {
+}
+
+/// One row, `x` the scaled value of a logit: two passes that only read the logits (the
+/// maximum, then the sum of e^(x - max)) and one that writes the row.
+#[inline(always)]
+fn row_scaled<T: Logit>(z: &[T], x: impl Fn(T) -> f64, out: &mut [f64]) {
+    let split = z.len() - z.len() % LANES;
+    // A NaN is skipped by the maximum and makes the sum NaN.
+    let mut max = [f64::NEG_INFINITY; LANES];
+    for c in z[..split].chunks_exact(LANES) {
         for l in 0..LANES {
-            max[l] = if c[l] > max[l] { c[l] } else { max[l] };
+            let v = x(c[l]);
+            max[l] = if v > max[l] { v } else { max[l] };
         }
     }
-    let m = out[split..]
+    let m = z[split..]
         .iter()
-        .chain(&max)
-        .fold(f64::NEG_INFINITY, |a, &b| if b > a { b } else { a });
-    // Pass 2: the sum of e^(x - max), lane by lane.
-    let mut sum = [0.0f64; LANES];
-    for c in out[..split].chunks_exact(LANES) {
-        let mut x = [0.0f64; LANES];
-        for l in 0..LANES {
-            let d = c[l] - m;
-            // NaN (from inf - inf) stays NaN: `d < EXP_LO` is false for it.
-            x[l] = if d < EXP_LO { EXP_LO } else { d };
+        .map(|&v| x(v))
+        .chain(max)
+        .fold(f64::NEG_INFINITY, |a, b| if b > a { b } else { a });
+    // NaN (from inf - inf) stays NaN: `d < EXP_LO` is false for it.
+    let term = |v: T| {
+        let d = x(v) - m;
+        if d < EXP_LO {
+            EXP_LO
+        } else {
+            d
         }
-        let e = exp_lanes(&x);
+    };
+    let mut sum = [0.0f64; LANES];
+    for c in z[..split].chunks_exact(LANES) {
+        let mut d = [0.0f64; LANES];
+        for l in 0..LANES {
+            d[l] = term(c[l]);
+        }
+        let e = exp_lanes(&d);
         for l in 0..LANES {
             sum[l] += e[l];
         }
     }
     let mut tail = [EXP_LO; LANES];
-    for (x, &v) in tail.iter_mut().zip(&out[split..]) {
-        let d = v - m;
-        *x = if d < EXP_LO { EXP_LO } else { d };
+    for (d, &v) in tail.iter_mut().zip(&z[split..]) {
+        *d = term(v);
     }
     let e = exp_lanes(&tail);
     let mut s: f64 = sum.iter().sum();
     // The unused lanes hold e^EXP_LO, below half an ulp of the sum.
-    for e in &e[..out.len() - split] {
+    for e in &e[..z.len() - split] {
         s += e;
     }
-    // Pass 3: the row.
     let log_s = s.ln();
-    for o in out.iter_mut() {
-        *o = (*o - m) - log_s;
+    for (o, &v) in out.iter_mut().zip(z) {
+        *o = (x(v) - m) - log_s;
     }
 }
 
