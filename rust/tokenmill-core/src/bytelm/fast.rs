@@ -523,8 +523,21 @@ pub(super) fn incomplete_char_len(bytes: &[u8]) -> Option<usize> {
 
 /// Lookahead keys standing for every way a token that ends inside its first character can go
 /// on: one completed character of each class among its completions, and its first byte alone
-/// (no completion: the bytes are read as U+FFFD each). Empty when `bytes` is not such a token.
+/// (no completion: the bytes are read as U+FFFD each). A token that ends inside the character
+/// after a leading whitespace run (` \xf0\x9f`, `\n\n\xe4`) goes on the same ways after the
+/// run, which stays in front of each key: the keys are then what [`lookahead_key`] gives for
+/// the run followed by each completion. Empty when `bytes` is neither.
 pub(super) fn completion_keys(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let valid = match std::str::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).expect("valid up to there"),
+    };
+    let run: usize = valid
+        .chars()
+        .take_while(|c| c.is_whitespace())
+        .map(char::len_utf8)
+        .sum();
+    let (run, bytes) = bytes.split_at(run);
     let Some(need) = incomplete_char_len(bytes) else {
         return Vec::new();
     };
@@ -569,13 +582,19 @@ pub(super) fn completion_keys(bytes: &[u8]) -> Vec<Vec<u8>> {
             keys.push(c.to_string().into_bytes());
         }
     }
+    if !run.is_empty() {
+        for key in &mut keys {
+            key.splice(0..0, run.iter().copied());
+        }
+    }
     keys
 }
 
 impl ByteLm {
     /// [`completion_keys`] of `bytes` (a proper prefix of one character, at most three
-    /// bytes), kept: asked for every token that ends inside its first character at every
-    /// fresh node, and by the plain test for every path that ends inside one.
+    /// bytes, after a whitespace run for a token), kept: asked for every token that ends
+    /// inside a character at every fresh node, and by the plain test for every path that ends
+    /// inside one.
     pub(super) fn completion_keys(&self, bytes: &[u8]) -> std::sync::Arc<Vec<Vec<u8>>> {
         let mut cache = self.completion_cache.lock().unwrap();
         if let Some(keys) = cache.get(bytes) {

@@ -269,8 +269,9 @@ impl<'a> Check<'a> {
                 Local::Open => {}
             }
         } else if !self.nodes[n].cut_char {
-            // A token that ends inside its first character: whatever completes it (a
-            // character of some class, or nothing valid), its key is one of these.
+            // A token that ends inside its first character, or inside the one after its
+            // leading whitespace run: whatever completes it (a character of some class, or
+            // nothing valid), its key is one of these.
             let keys = self.lm.completion_keys(bytes);
             let mut all_invalid = !keys.is_empty();
             // The node every key hands its tokens over to, if it is one and the same.

@@ -815,4 +815,22 @@ fn completion_keys_equal_the_byte_enumeration() {
     }
     // Lead bytes, and prefixes that some character continues (E0 9F, ED A0, F4 90 do not).
     assert!(nonempty > 1500, "{nonempty}");
+    // After a leading whitespace run the same keys, the run in front of each; after anything
+    // else, none (the token has a key of its own, or none at all).
+    for p in prefixes.iter().step_by(7) {
+        for run in [&b" "[..], b"\n\t ", "\u{3000}\u{a0}".as_bytes()] {
+            let want: Vec<Vec<u8>> = by_bytes(p)
+                .into_iter()
+                .map(|k| [run, &k[..]].concat())
+                .collect();
+            assert_eq!(
+                fast::completion_keys(&[run, p].concat()),
+                want,
+                "{run:x?} {p:x?}"
+            );
+        }
+        for head in [&b"a"[..], b" a", b"\xe4\xb8\x80"] {
+            assert!(fast::completion_keys(&[head, p].concat()).is_empty());
+        }
+    }
 }
