@@ -255,6 +255,14 @@ def test_log_softmax_equals_torch() -> None:
             np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
             np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
     assert np.isnan(_core.log_softmax(z.numpy())[2:5]).all()
+    # The normalisers alone, which `marginalize_rows` applies to the logits in place: the
+    # same formula, so the same bits.
+    for x in (z.numpy(), z.double().numpy()):
+        norms = _core.row_norms(x)
+        assert norms.shape == (x.shape[0], 2)
+        with np.errstate(invalid="ignore"):  # the NaN rows
+            applied = (x.astype(np.float64) - norms[:, :1]) - norms[:, 1:]
+        np.testing.assert_array_equal(applied, _core.log_softmax(x))
     for bad, what in [
         (np.zeros((2, 3), dtype=np.int32), "float32 or float64"),
         (z.numpy()[0], "2-d"),

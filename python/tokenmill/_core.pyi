@@ -192,6 +192,9 @@ class CoveringTree:
 def log_softmax(
     logits: npt.NDArray[np.float32] | npt.NDArray[np.float64], temperature: float = 1.0
 ) -> npt.NDArray[np.float64]: ...
+def row_norms(
+    logits: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+) -> npt.NDArray[np.float64]: ...
 
 class ByteLmCore:
     def __init__(self, encoding: CoreBPE) -> None: ...
@@ -222,19 +225,25 @@ class ByteLmCore:
         data: bytes,
         tree: CoveringTree,
         trunk_logp: float,
-        rows: npt.NDArray[np.float64],
+        rows: npt.NDArray[Any],
         first_row: int,
-        tip: npt.NDArray[np.float64] | None,
+        tip: npt.NDArray[Any] | None,
         eos: int | None,
+        *,
+        norms: npt.NDArray[np.float64] | None = None,
+        tip_norm: tuple[float, float] | None = None,
     ) -> tuple[npt.NDArray[np.float64], float, npt.NDArray[np.float64], float]: ...
     def covers_rows(
         self,
         data: bytes,
         tree: CoveringTree,
         trunk_logp: float,
-        rows: npt.NDArray[np.float64],
+        rows: npt.NDArray[Any],
         first_row: int,
-        tip: npt.NDArray[np.float64] | None,
+        tip: npt.NDArray[Any] | None,
+        *,
+        norms: npt.NDArray[np.float64] | None = None,
+        tip_norm: tuple[float, float] | None = None,
     ) -> list[tuple[int, int, float]]: ...
     def shortcut_disagreements(
         self, data: bytes, keyless_only: bool = False

@@ -94,15 +94,45 @@ def _transform(logits: Any, temperature: float, top_p: float) -> npt.NDArray[np.
     return out
 
 
+class _Row(NamedTuple):
+    """One next-token row: float64 log-probabilities (`norm` None), or the model's logits as
+    they came with their normaliser (max, log_sum): log P(t) = (logit - max) - log_sum."""
+
+    values: npt.NDArray[Any]
+    norm: tuple[float, float] | None
+
+    def log_p(self, t: int) -> float:
+        v = float(self.values[t])
+        return v if self.norm is None else (v - self.norm[0]) - self.norm[1]
+
+    def log_probs(self) -> npt.NDArray[np.float64]:
+        if self.norm is None:
+            return self.values
+        return (self.values.astype(np.float64) - self.norm[0]) - self.norm[1]
+
+
 class _Rows(NamedTuple):
-    """A tree's model outputs: node `i`'s next-token row is `rows[first_row + i]`, or `tip`
-    where `first_row + i < 0`; `trunk_lp` is the log-probability of the trunk (the root's
-    path). Path log-probabilities of the other nodes follow from the rows (in Rust)."""
+    """A tree's model outputs: node `i`'s next-token row is `rows[first_row + i]` (with
+    `norms[first_row + i]`, see `_Row`), or `tip` where `first_row + i < 0`; `trunk_lp` is the
+    log-probability of the trunk (the root's path). Path log-probabilities of the other nodes
+    follow from the rows (in Rust)."""
 
     trunk_lp: float
-    rows: npt.NDArray[np.float64]
+    rows: npt.NDArray[Any]
     first_row: int
-    tip: npt.NDArray[np.float64] | None
+    tip: _Row | None
+    norms: npt.NDArray[np.float64] | None = None
+
+    def row_kwargs(self) -> dict[str, Any]:
+        """The rows as `ByteLmCore.marginalize_rows` and `covers_rows` take them."""
+        tip = self.tip
+        return {
+            "rows": self.rows,
+            "first_row": self.first_row,
+            "tip": None if tip is None else tip.values,
+            "norms": self.norms,
+            "tip_norm": None if tip is None else tip.norm,
+        }
 
 
 class _Runner:
@@ -174,7 +204,7 @@ class _HFRunner(_Runner):
         self._cache: Any = None
         self._ids: list[int] = []  # tokens in the cache, BOS first
         self._cum: list[float] = []  # log P(ids[1..=i] | BOS), per cached position
-        self._tip: npt.NDArray[np.float64] | None = None  # next-token row after ids
+        self._tip: _Row | None = None  # next-token row after ids
         self._rerun_cum = 0.0
 
     def _forward(
@@ -182,10 +212,13 @@ class _HFRunner(_Runner):
         ids: npt.NDArray[np.int64],
         positions: npt.NDArray[np.int64],
         mask: npt.NDArray[np.floating[Any]],
-    ) -> npt.NDArray[np.float64]:
+    ) -> tuple[npt.NDArray[Any], npt.NDArray[np.float64] | None]:
         """One forward of the new tokens `ids` (1, n) after the cache, at `positions` (1, n),
         under the additive `mask` (1, 1, n, past + n), float64 for a float64 model, else
-        float32 (built by `CoveringTree.batch`); returns the float64 next-token log-probs."""
+        float32 (built by `CoveringTree.batch`). Returns the next-token rows and their norms
+        (see `_Row`): at temperature 1 without nucleus, the logits where the model left them
+        and their normalisers (no float64 copy of every row, megabytes per byte on a large
+        vocabulary); else float64 log-probabilities and None."""
         import time
 
         import torch
@@ -212,15 +245,20 @@ class _HFRunner(_Runner):
                 use_cache=True,
             )
         logits = out.logits[0]
+        norms = None
         if self._p < 1.0:
             rows = _transform(logits.cpu(), self._t, self._p)
         else:
             if logits.dtype not in (torch.float32, torch.float64):
                 logits = logits.float()  # exact
-            rows = _core.log_softmax(logits.cpu().numpy(), self._t)
+            rows = logits.cpu().numpy()
+            if self._t == 1.0:
+                norms = _core.row_norms(rows)
+            else:
+                rows = _core.log_softmax(rows, self._t)
         self.forward_seconds += time.perf_counter() - t0
         self.forwards += 1
-        return rows
+        return rows, norms
 
     def _chain(self, tokens: Sequence[int]) -> npt.NDArray[np.float64]:
         """One forward of `tokens` as a causal chain after the cache; returns their rows."""
@@ -228,7 +266,10 @@ class _HFRunner(_Runner):
         mask = np.full((1, 1, n, past + n), self._min, dtype=self._mask_dtype)
         mask[0, 0][np.tril(np.ones((n, past + n), dtype=bool), k=past)] = 0.0
         positions = np.arange(past, past + n, dtype=np.int64)[None]
-        return self._forward(np.asarray(tokens, dtype=np.int64)[None], positions, mask)
+        rows, norms = self._forward(np.asarray(tokens, dtype=np.int64)[None], positions, mask)
+        if norms is None:
+            return rows
+        return (rows.astype(np.float64) - norms[:, :1]) - norms[:, 1:]
 
     def _sync_trunk(self, want: list[int]) -> int:
         """Crops the cache to its longest prefix shared with `want` (keeping at least one token
@@ -260,11 +301,11 @@ class _HFRunner(_Runner):
             raise AssertionError("cache tip lost without a chain to recompute it")
         if not chain and n_nodes == 1:
             assert self._tip is not None
-            return _Rows(self._cum[-1], self._tip[None], 0, None)
+            return _Rows(self._cum[-1], self._tip.values[None], 0, None, self._tip_norms())
         ids, positions, mask = tree.batch(
             chain, len(self._ids), fill=self._min, float64=self._mask_dtype is np.float64
         )
-        rows_new = self._forward(ids, positions, mask)
+        rows_new, norms = self._forward(ids, positions, mask)
         # Extend the trunk bookkeeping with the chain, then crop the branches off the cache.
         tip = None
         if chain:
@@ -272,14 +313,15 @@ class _HFRunner(_Runner):
             cum = self._cum[-1] if self._cum else 0.0
             for j, t in enumerate(chain):
                 if prev is not None:
-                    cum += float(prev[t])
+                    cum += prev.log_p(t)
                 elif j == 0 and self._ids:
                     cum = self._rerun_cum  # the token re-run after a crop (`_sync_trunk`)
                 elif j > 0:
                     raise AssertionError("missing row")
                 self._ids.append(t)
                 self._cum.append(cum)
-                prev = rows_new[j]
+                norm = None if norms is None else (float(norms[j, 0]), float(norms[j, 1]))
+                prev = _Row(rows_new[j], norm)
             self._tip = prev
         else:
             tip = self._tip
@@ -287,7 +329,13 @@ class _HFRunner(_Runner):
             truncate_cache(self._cache, len(self._ids))
         # Node 0 is the tip (the chain's last row, or kept from an earlier forward); node i
         # is new token len(chain) + i - 1.
-        return _Rows(self._cum[-1], rows_new, len(chain) - 1, tip)
+        return _Rows(self._cum[-1], rows_new, len(chain) - 1, tip, norms)
+
+    def _tip_norms(self) -> npt.NDArray[np.float64] | None:
+        """The tip's norm as a (1, 2) array, for a tip standing alone as the rows."""
+        assert self._tip is not None
+        norm = self._tip.norm
+        return None if norm is None else np.array([norm])
 
 
 class _Marginal(NamedTuple):
@@ -452,7 +500,7 @@ class ByteLM(_ByteModel):
         tree = self.core.tree(x)
         r = self._runner.evaluate(tree)
         bins, log_px, normalised, log_z = self.core.marginalize_rows(
-            x, tree, r.trunk_lp, r.rows, r.first_row, r.tip, self.eos_token_id
+            x, tree, r.trunk_lp, eos=self.eos_token_id, **r.row_kwargs()
         )
         self._last = _Marginal(x, bins, log_px, log_z)
         return self._last, normalised
@@ -529,7 +577,7 @@ class ByteLM(_ByteModel):
         r = runner.evaluate(tree)
         generated: list[int] = []
         if x:
-            covers = self.core.covers_rows(x, tree, r.trunk_lp, r.rows, r.first_row, r.tip)
+            covers = self.core.covers_rows(x, tree, r.trunk_lp, **r.row_kwargs())
             if not covers:
                 raise ValueError("the model gives this prompt no canonical cover")
             k = pick(np.array([c[2] for c in covers]))
@@ -539,7 +587,7 @@ class ByteLM(_ByteModel):
         else:
             tail = []
         # Hand-over: the cache holds the trunk; feed the chosen cover path as a chain.
-        row = runner._tip
+        row = None if runner._tip is None else runner._tip.log_probs()
         if tail:
             row = runner._chain(tail)[-1]
             runner._ids.extend(tail)

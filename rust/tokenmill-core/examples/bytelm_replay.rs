@@ -13,7 +13,7 @@
 //! tokenizer's tables): the cold-cache cost that callgrind's counts do not show.
 use std::time::Instant;
 
-use tokenmill_core::bytelm::ByteLm;
+use tokenmill_core::bytelm::{row_norms, ByteLm, Row, Values};
 use tokenmill_core::hf::HfTokenizer;
 
 fn main() {
@@ -40,7 +40,9 @@ fn main() {
     let lm = ByteLm::new(enc).expect("ByteLm");
     let t_new = t.elapsed().as_secs_f64();
     let n_cols = lm.encoding().bpe().n_slots();
-    let uniform = vec![-(n_cols as f64).ln(); n_cols];
+    // Rows as the model hands them over: float32 logits (all equal) and their normaliser.
+    let logits = vec![0.0f32; n_cols];
+    let norm = row_norms(&logits, n_cols)[0];
     let (mut t_tree, mut t_marg, mut bytes) = (0.0, 0.0, 0usize);
     let mut check = 0.0;
     for chunk in &chunks {
@@ -49,7 +51,11 @@ fn main() {
             let t = Instant::now();
             let tree = lm.tree(x).expect("tree");
             t_tree += t.elapsed().as_secs_f64();
-            let rows: Vec<&[f64]> = vec![&uniform[..]; tree.nodes.len()];
+            let row = Row {
+                values: Values::F32(&logits),
+                norm,
+            };
+            let rows = vec![row; tree.nodes.len()];
             let logp = tree.path_logps(0.0, &rows);
             for (i, b) in thrash.iter_mut().enumerate().step_by(64) {
                 *b = b.wrapping_add(i as u8);

@@ -3,14 +3,16 @@
 
 use std::sync::Arc;
 
-use numpy::ndarray::{Array2, Array4};
+use numpy::ndarray::{Array2, Array4, Dimension, Ix1, Ix2};
 use numpy::{
-    IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArray,
-    PyUntypedArrayMethods,
+    IntoPyArray, PyArray1, PyArray2, PyReadonlyArray, PyReadonlyArray1, PyReadonlyArray2,
+    PyUntypedArray, PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use tokenmill_core::bytelm::{log_softmax_rows, ByteLm, Logit, Tree};
+use tokenmill_core::bytelm::{
+    log_softmax_rows, row_norms as core_row_norms, ByteLm, Norm, Row, Tree, Values,
+};
 use tokenmill_core::{Error, Rank};
 
 use crate::encoding::CoreBpe;
@@ -118,6 +120,48 @@ fn array4<T: numpy::Element>(
         .cast_into::<PyUntypedArray>()?)
 }
 
+fn bad(what: String) -> PyErr {
+    crate::errors::to_py(Error::InvalidArgument(what))
+}
+
+/// A float32 or float64 numpy array of model outputs, borrowed read-only.
+enum Floats<'py, D: Dimension> {
+    F32(PyReadonlyArray<'py, f32, D>),
+    F64(PyReadonlyArray<'py, f64, D>),
+}
+
+impl<'py, D: Dimension> Floats<'py, D> {
+    fn extract(a: &Bound<'py, PyAny>, what: &str) -> PyResult<Self> {
+        if let Ok(x) = a.extract::<PyReadonlyArray<'py, f32, D>>() {
+            return Ok(Floats::F32(x));
+        }
+        if let Ok(x) = a.extract::<PyReadonlyArray<'py, f64, D>>() {
+            return Ok(Floats::F64(x));
+        }
+        let dims = D::NDIM.map_or(String::new(), |n| format!("{n}-d "));
+        Err(bad(format!(
+            "{what} must be a {dims}float32 or float64 numpy array, got {}",
+            a.repr()?
+        )))
+    }
+
+    fn shape(&self) -> &[usize] {
+        match self {
+            Floats::F32(a) => a.shape(),
+            Floats::F64(a) => a.shape(),
+        }
+    }
+
+    /// The values in place (C order).
+    fn values(&self, what: &str) -> PyResult<Values<'_>> {
+        let contiguous = |_| bad(format!("{what} must be a C-contiguous array"));
+        Ok(match self {
+            Floats::F32(a) => Values::F32(a.as_slice().map_err(contiguous)?),
+            Floats::F64(a) => Values::F64(a.as_slice().map_err(contiguous)?),
+        })
+    }
+}
+
 /// `log_softmax(logits / temperature)` of each row of a float32 or float64 (n, vocab) array,
 /// in float64: the model's next-token log-probabilities, computed in Rust (see the core's
 /// `bytelm::softmax`).
@@ -128,41 +172,48 @@ fn log_softmax<'py>(
     logits: &Bound<'py, PyAny>,
     temperature: f64,
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
-    fn rows<'py, T: numpy::Element + Logit>(
-        py: Python<'py>,
-        a: PyReadonlyArray2<'py, T>,
-        temperature: f64,
-    ) -> PyResult<Bound<'py, PyArray2<f64>>> {
-        let (n, cols) = (a.shape()[0], a.shape()[1]);
-        let z = a.as_slice().map_err(|_| {
-            crate::errors::to_py(Error::InvalidArgument(
-                "logits must be a C-contiguous array".into(),
-            ))
-        })?;
-        let out = run(py, || {
-            let mut out = vec![0.0; n * cols];
-            log_softmax_rows(z, cols, temperature, &mut out);
-            Ok(out)
-        })?;
-        Ok(Array2::from_shape_vec((n, cols), out)
-            .map_err(shape_error)?
-            .into_pyarray(py))
-    }
     if !(temperature > 0.0 && temperature.is_finite()) {
-        return Err(crate::errors::to_py(Error::InvalidArgument(format!(
+        return Err(bad(format!(
             "temperature must be a positive finite number, got {temperature}"
-        ))));
+        )));
     }
-    if let Ok(a) = logits.extract::<PyReadonlyArray2<'py, f32>>() {
-        rows(py, a, temperature)
-    } else if let Ok(a) = logits.extract::<PyReadonlyArray2<'py, f64>>() {
-        rows(py, a, temperature)
-    } else {
-        Err(crate::errors::to_py(Error::InvalidArgument(format!(
-            "logits must be a 2-d float32 or float64 numpy array, got {}",
-            logits.repr()?
-        ))))
-    }
+    let a = Floats::<Ix2>::extract(logits, "logits")?;
+    let (n, cols) = (a.shape()[0], a.shape()[1]);
+    let values = a.values("logits")?;
+    let out = run(py, || {
+        let mut out = vec![0.0; n * cols];
+        match values {
+            Values::F32(z) => log_softmax_rows(z, cols, temperature, &mut out),
+            Values::F64(z) => log_softmax_rows(z, cols, temperature, &mut out),
+        }
+        Ok(out)
+    })?;
+    Ok(Array2::from_shape_vec((n, cols), out)
+        .map_err(shape_error)?
+        .into_pyarray(py))
+}
+
+/// The normaliser of each row of a float32 or float64 (n, vocab) logits array, as an (n, 2)
+/// float64 array of (max, log_sum): log P(t) = (logit - max) - log_sum, what `log_softmax`
+/// writes out, for `marginalize_rows` to apply to the logits in place.
+#[pyfunction]
+fn row_norms<'py>(
+    py: Python<'py>,
+    logits: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    let a = Floats::<Ix2>::extract(logits, "logits")?;
+    let (n, cols) = (a.shape()[0], a.shape()[1]);
+    let values = a.values("logits")?;
+    let norms = run(py, || {
+        Ok(match values {
+            Values::F32(z) => core_row_norms(z, cols),
+            Values::F64(z) => core_row_norms(z, cols),
+        })
+    })?;
+    let flat = norms.iter().flat_map(|m| [m.max, m.log_sum]).collect();
+    Ok(Array2::from_shape_vec((n, 2), flat)
+        .map_err(shape_error)?
+        .into_pyarray(py))
 }
 
 #[pymethods]
@@ -246,10 +297,11 @@ impl ByteLmCore {
 
     /// `marginalize` from one forward's rows: node `i`'s next-token row is
     /// `rows[first_row + i]`, or `tip` where `first_row + i < 0`; path log-probabilities
-    /// follow from `trunk_logp` (the root's) and the rows. Returns (bins, log P(prefix), the
-    /// bins normalised, the log of their total): the normalisation here saves the caller
-    /// four numpy calls per byte.
-    #[pyo3(signature = (data, tree, trunk_logp, rows, first_row, tip, eos))]
+    /// follow from `trunk_logp` (the root's) and the rows. Rows are float64 log-probabilities,
+    /// or float32/float64 logits with their `norms` (`row_norms`; `tip_norm` for the tip),
+    /// read in place. Returns (bins, log P(prefix), the bins normalised, the log of their
+    /// total): the normalisation here saves the caller four numpy calls per byte.
+    #[pyo3(signature = (data, tree, trunk_logp, rows, first_row, tip, eos, *, norms=None, tip_norm=None))]
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn marginalize_rows<'py>(
         &self,
@@ -257,17 +309,20 @@ impl ByteLmCore {
         data: &[u8],
         tree: &CoveringTree,
         trunk_logp: f64,
-        rows: PyReadonlyArray2<'py, f64>,
+        rows: &Bound<'py, PyAny>,
         first_row: i64,
-        tip: Option<PyReadonlyArray1<'py, f64>>,
+        tip: Option<&Bound<'py, PyAny>>,
         eos: Option<Rank>,
+        norms: Option<PyReadonlyArray2<'py, f64>>,
+        tip_norm: Option<(f64, f64)>,
     ) -> PyResult<(
         Bound<'py, PyArray1<f64>>,
         f64,
         Bound<'py, PyArray1<f64>>,
         f64,
     )> {
-        let slices = node_row_slices(&tree.inner, &rows, first_row, tip.as_ref())?;
+        let (rows, tip) = (Floats::extract(rows, "rows")?, tip_floats(tip)?);
+        let slices = node_rows(&tree.inner, &rows, norms, first_row, tip.as_ref(), tip_norm)?;
         let lm = &self.inner;
         let tree = &tree.inner;
         let (m, log_total) = run(py, || {
@@ -286,7 +341,7 @@ impl ByteLmCore {
     }
 
     /// `covers` from one forward's rows, as in `marginalize_rows`.
-    #[pyo3(signature = (data, tree, trunk_logp, rows, first_row, tip))]
+    #[pyo3(signature = (data, tree, trunk_logp, rows, first_row, tip, *, norms=None, tip_norm=None))]
     #[allow(clippy::too_many_arguments)]
     fn covers_rows<'py>(
         &self,
@@ -294,11 +349,14 @@ impl ByteLmCore {
         data: &[u8],
         tree: &CoveringTree,
         trunk_logp: f64,
-        rows: PyReadonlyArray2<'py, f64>,
+        rows: &Bound<'py, PyAny>,
         first_row: i64,
-        tip: Option<PyReadonlyArray1<'py, f64>>,
+        tip: Option<&Bound<'py, PyAny>>,
+        norms: Option<PyReadonlyArray2<'py, f64>>,
+        tip_norm: Option<(f64, f64)>,
     ) -> PyResult<Vec<(usize, Rank, f64)>> {
-        let slices = node_row_slices(&tree.inner, &rows, first_row, tip.as_ref())?;
+        let (rows, tip) = (Floats::extract(rows, "rows")?, tip_floats(tip)?);
+        let slices = node_rows(&tree.inner, &rows, norms, first_row, tip.as_ref(), tip_norm)?;
         let lm = &self.inner;
         let tree = &tree.inner;
         run(py, || {
@@ -340,30 +398,63 @@ fn log_prob_slices<'a>(
     Ok((nodes, next, next_logp.shape()[1]))
 }
 
-/// One row slice per node of `tree`: `rows[first_row + i]`, or `tip` where negative.
-fn node_row_slices<'a>(
+fn tip_floats<'py>(tip: Option<&Bound<'py, PyAny>>) -> PyResult<Option<Floats<'py, Ix1>>> {
+    tip.map(|t| Floats::extract(t, "tip")).transpose()
+}
+
+/// One [`Row`] per node of `tree`: `rows[first_row + i]`, or `tip` where negative, with their
+/// norms (none: the values are log-probabilities).
+fn node_rows<'a>(
     tree: &Tree,
-    rows: &'a PyReadonlyArray2<'_, f64>,
+    rows: &'a Floats<'_, Ix2>,
+    norms: Option<PyReadonlyArray2<'_, f64>>,
     first_row: i64,
-    tip: Option<&'a PyReadonlyArray1<'_, f64>>,
-) -> PyResult<Vec<&'a [f64]>> {
-    let bad = |what: &str| crate::errors::to_py(Error::InvalidArgument(what.to_string()));
-    let flat = rows
-        .as_slice()
-        .map_err(|_| bad("rows must be a C-contiguous float64 array"))?;
+    tip: Option<&'a Floats<'_, Ix1>>,
+    tip_norm: Option<(f64, f64)>,
+) -> PyResult<Vec<Row<'a>>> {
+    let (n_rows, n_cols) = (rows.shape()[0], rows.shape()[1]);
+    let norms: Vec<Norm> = match &norms {
+        None => vec![Norm::NONE; n_rows],
+        Some(a) => {
+            let flat = a
+                .as_slice()
+                .ok()
+                .filter(|_| a.shape() == [n_rows, 2])
+                .ok_or_else(|| {
+                    bad(format!(
+                        "norms must be a C-contiguous ({n_rows}, 2) float64 array"
+                    ))
+                })?;
+            flat.chunks_exact(2)
+                .map(|m| Norm {
+                    max: m[0],
+                    log_sum: m[1],
+                })
+                .collect()
+        }
+    };
+    let values = rows.values("rows")?;
     let tip = match tip {
-        Some(t) => Some(
-            t.as_slice()
-                .map_err(|_| bad("tip must be a contiguous float64 array"))?,
-        ),
+        Some(t) => Some(Row {
+            values: t.values("tip")?,
+            norm: tip_norm.map_or(Norm::NONE, |(max, log_sum)| Norm { max, log_sum }),
+        }),
         None => None,
     };
-    let (n_rows, n_cols) = (rows.shape()[0], rows.shape()[1]);
+    let row = |r: usize| Row {
+        values: match values {
+            Values::F32(v) => Values::F32(&v[r * n_cols..(r + 1) * n_cols]),
+            Values::F64(v) => Values::F64(&v[r * n_cols..(r + 1) * n_cols]),
+        },
+        norm: norms[r],
+    };
     (0..tree.nodes.len() as i64)
         .map(|i| match (usize::try_from(first_row + i), tip) {
-            (Ok(r), _) if r < n_rows => Ok(&flat[r * n_cols..(r + 1) * n_cols]),
+            (Ok(r), _) if r < n_rows => Ok(row(r)),
             (Err(_), Some(t)) => Ok(t),
-            _ => Err(bad("first_row points outside rows (or to a missing tip)")),
+            _ => Err(bad(
+                "first_row points outside rows (or to a missing tip)".into()
+            )),
         })
         .collect()
 }
@@ -371,5 +462,6 @@ fn node_row_slices<'a>(
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ByteLmCore>()?;
     m.add_class::<CoveringTree>()?;
-    m.add_function(wrap_pyfunction!(log_softmax, m)?)
+    m.add_function(wrap_pyfunction!(log_softmax, m)?)?;
+    m.add_function(wrap_pyfunction!(row_norms, m)?)
 }

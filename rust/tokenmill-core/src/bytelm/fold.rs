@@ -14,6 +14,8 @@
 #[cfg(target_arch = "x86_64")]
 use crate::simd::has_avx2;
 
+use super::softmax::{Logit, Norm, Row, Values};
+
 const LANES: usize = 8;
 /// The range where [`exp`] is used: its result is a normal number there.
 pub(super) const LO: f64 = -708.0;
@@ -53,25 +55,53 @@ fn exp_lanes(x: &[f64; LANES]) -> [f64; LANES] {
     e
 }
 
-/// `bins[first[t]] += e^(base + row[t])` for every token `t` with `states[t] == 2` (valid), in
-/// token-id order, over the tokens all three slices cover.
-pub(super) fn fold_valid(row: &[f64], states: &[u8], first: &[u8], base: f64, bins: &mut [f64]) {
+/// `bins[first[t]] += e^(base + log P(t))` for every token `t` with `states[t] == 2` (valid),
+/// in token-id order, over the tokens the row and both slices cover.
+pub(super) fn fold_valid(row: Row<'_>, states: &[u8], first: &[u8], base: f64, bins: &mut [f64]) {
+    match row.values {
+        Values::F32(v) => fold_valid_t(v, row.norm, states, first, base, bins),
+        Values::F64(v) => fold_valid_t(v, row.norm, states, first, base, bins),
+    }
+}
+
+fn fold_valid_t<T: Logit>(
+    row: &[T],
+    norm: Norm,
+    states: &[u8],
+    first: &[u8],
+    base: f64,
+    bins: &mut [f64],
+) {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: the CPU has AVX2 and FMA (checked just above).
-        return unsafe { fold_valid_avx2(row, states, first, base, bins) };
+        return unsafe { fold_valid_avx2(row, norm, states, first, base, bins) };
     }
-    fold_valid_with(row, states, first, base, bins)
+    fold_valid_with(row, norm, states, first, base, bins)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn fold_valid_avx2(row: &[f64], states: &[u8], first: &[u8], base: f64, bins: &mut [f64]) {
-    fold_valid_with(row, states, first, base, bins)
+fn fold_valid_avx2<T: Logit>(
+    row: &[T],
+    norm: Norm,
+    states: &[u8],
+    first: &[u8],
+    base: f64,
+    bins: &mut [f64],
+) {
+    fold_valid_with(row, norm, states, first, base, bins)
 }
 
 #[inline(always)]
-fn fold_valid_with(row: &[f64], states: &[u8], first: &[u8], base: f64, bins: &mut [f64]) {
+fn fold_valid_with<T: Logit>(
+    row: &[T],
+    norm: Norm,
+    states: &[u8],
+    first: &[u8],
+    base: f64,
+    bins: &mut [f64],
+) {
     let n = row.len().min(states.len()).min(first.len());
     let (row, states, first) = (&row[..n], &states[..n], &first[..n]);
     let split = n - n % LANES;
@@ -85,7 +115,11 @@ fn fold_valid_with(row: &[f64], states: &[u8], first: &[u8], base: f64, bins: &m
         // over the lanes of its own, so that the compiler turns it into vector operations.
         let mut in_range = true;
         for l in 0..LANES {
-            x[l] = if s[l] == 2 { base + r[l] } else { 0.0 };
+            x[l] = if s[l] == 2 {
+                base + norm.apply(r[l].widen())
+            } else {
+                0.0
+            };
             in_range &= (x[l] >= LO) & (x[l] <= HI);
         }
         let e = if in_range {
@@ -99,7 +133,7 @@ fn fold_valid_with(row: &[f64], states: &[u8], first: &[u8], base: f64, bins: &m
     }
     for t in split..n {
         if states[t] == 2 {
-            bins[first[t] as usize] += (base + row[t]).exp();
+            bins[first[t] as usize] += (base + norm.apply(row[t].widen())).exp();
         }
     }
 }
@@ -169,7 +203,7 @@ mod tests {
             }
             let base = if case == 5 { -690.0 } else { -1.5 };
             let mut fast = vec![0.0f64; 256];
-            fold_valid(&row, &states, &first, base, &mut fast);
+            fold_valid(Row::log_probs(&row), &states, &first, base, &mut fast);
             let mut plain = vec![0.0f64; 256];
             for t in 0..vocab {
                 if states[t] == 2 {

@@ -14,6 +14,7 @@ use crate::Rank;
 use super::canon::incomplete_tail;
 use super::fast::{apostrophe_near, class_key, decided_by_key, Rule, NO_KEY};
 use super::fold::fold_valid;
+use super::softmax::{Logit, Row, Values};
 use super::{ByteLm, Tree};
 
 /// One node's validity table by token id (0 not known yet, 1 invalid, 2 valid), with what its
@@ -589,7 +590,7 @@ impl Marginal {
 
 /// The model's outputs must cover every node of the tree: one path log-probability and one
 /// row of next-token log-probabilities each, all rows of one length. Returns the node count.
-fn check_shapes(what: &str, tree: &Tree, node_logp: &[f64], rows: &[&[f64]]) -> Result<usize> {
+fn check_shapes(what: &str, tree: &Tree, node_logp: &[f64], rows: &[Row<'_>]) -> Result<usize> {
     let n = tree.nodes.len();
     let n_cols = rows.first().map_or(0, |r| r.len());
     if node_logp.len() != n || rows.len() != n || rows.iter().any(|r| r.len() != n_cols) {
@@ -601,12 +602,12 @@ fn check_shapes(what: &str, tree: &Tree, node_logp: &[f64], rows: &[&[f64]]) -> 
     Ok(n)
 }
 
-/// `next_logp` (`n_cols` values per row) as row slices.
-fn row_slices(next_logp: &[f64], n_cols: usize) -> Vec<&[f64]> {
+/// `next_logp` (`n_cols` log-probabilities per row) as rows.
+fn row_slices(next_logp: &[f64], n_cols: usize) -> Vec<Row<'_>> {
     if n_cols == 0 {
         return Vec::new();
     }
-    next_logp.chunks(n_cols).collect()
+    next_logp.chunks(n_cols).map(Row::log_probs).collect()
 }
 
 impl ByteLm {
@@ -624,14 +625,14 @@ impl ByteLm {
         self.marginalize_rows(x, tree, node_logp, &row_slices(next_logp, n_cols), eos)
     }
 
-    /// [`ByteLm::marginalize`] with one row slice per node (`rows[i]`: log P(t | node i)),
+    /// [`ByteLm::marginalize`] with one [`Row`] per node (`rows[i]`: log P(t | node i)),
     /// which may point into different arrays.
     pub fn marginalize_rows(
         &self,
         x: &[u8],
         tree: &Tree,
         node_logp: &[f64],
-        rows: &[&[f64]],
+        rows: &[Row<'_>],
         eos: Option<Rank>,
     ) -> Result<Marginal> {
         let n = check_shapes("marginalize", tree, node_logp, rows)?;
@@ -670,22 +671,16 @@ impl ByteLm {
                     // that their key settles, then the rest of the unknown ones one by one,
                     // then one vectorised pass over the table ([`super::fold`]); a token with
                     // no table slot has no bytes either.
-                    let bpe = self.enc.bpe();
                     check.settle_by_key()?;
-                    for (id, &lp) in row.iter().enumerate() {
-                        let id = id as Rank;
-                        if lp == f64::NEG_INFINITY || check.known(id) {
-                            continue;
-                        }
-                        if let Some(bytes) = bpe.token_bytes(id) {
-                            check.valid(id, bytes)?;
-                        }
+                    match row.values {
+                        Values::F32(v) => self.decide_unknown(&mut check, v)?,
+                        Values::F64(v) => self.decide_unknown(&mut check, v)?,
                     }
                     fold_valid(row, check.states(), &self.first_byte, base, &mut bins);
                 } else {
                     for j in self.vocab.prefix_range(rest) {
                         let id = self.vocab.id(j);
-                        let Some(&lp) = row.get(id as usize) else {
+                        let Some(lp) = row.log_p(id as usize) else {
                             continue;
                         };
                         if lp == f64::NEG_INFINITY || !check.valid(id, self.vocab.bytes(j))? {
@@ -705,7 +700,10 @@ impl ByteLm {
                 }
                 if let Some(e) = eos {
                     if tree.nodes[i] == canonical_window {
-                        bins[256] += (base + row[e as usize]).exp();
+                        let lp = row
+                            .log_p(e as usize)
+                            .expect("checked against the row length");
+                        bins[256] += (base + lp).exp();
                     }
                 }
             }
@@ -722,6 +720,23 @@ impl ByteLm {
         })
     }
 
+    /// Decides, in token id order, the tokens of a node that meets the whole vocabulary that
+    /// its table does not know yet (`values`: the node's row; a token the model rules out, a
+    /// value of -inf, is never looked at; a token with no table slot has no bytes either).
+    fn decide_unknown<T: Logit>(&self, check: &mut Check<'_>, values: &[T]) -> Result<()> {
+        let bpe = self.enc.bpe();
+        for (id, &v) in values.iter().enumerate() {
+            let id = id as Rank;
+            if v.widen() == f64::NEG_INFINITY || check.known(id) {
+                continue;
+            }
+            if let Some(bytes) = bpe.token_bytes(id) {
+                check.valid(id, bytes)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The valid covers of `x` (empty for the empty prefix) as (node index, last token,
     /// log-probability of node path + token): what prompt-boundary completion samples from.
     pub fn covers(
@@ -735,13 +750,13 @@ impl ByteLm {
         self.covers_rows(x, tree, node_logp, &row_slices(next_logp, n_cols))
     }
 
-    /// [`ByteLm::covers`] with one row slice per node.
+    /// [`ByteLm::covers`] with one [`Row`] per node.
     pub fn covers_rows(
         &self,
         x: &[u8],
         tree: &Tree,
         node_logp: &[f64],
-        rows: &[&[f64]],
+        rows: &[Row<'_>],
     ) -> Result<Vec<(usize, Rank, f64)>> {
         let n = check_shapes("covers", tree, node_logp, rows)?;
         let window = &x[tree.sigma..];
@@ -756,7 +771,7 @@ impl ByteLm {
             check.enter(&tree.nodes[i], tree.ends[i])?;
             for j in self.vocab.prefix_range(rest) {
                 let id = self.vocab.id(j);
-                let Some(&lp) = row.get(id as usize) else {
+                let Some(lp) = row.log_p(id as usize) else {
                     continue;
                 };
                 if lp != f64::NEG_INFINITY && check.valid(id, self.vocab.bytes(j))? {

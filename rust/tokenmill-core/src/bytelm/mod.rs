@@ -50,7 +50,7 @@ use crate::pretokenize::KNOWN_PATTERNS;
 use crate::Rank;
 
 pub use marginal::Marginal;
-pub use softmax::{log_softmax_rows, Logit};
+pub use softmax::{log_softmax_rows, row_norms, Logit, Norm, Row, Values};
 pub use tree::Tree;
 pub use vocab::SortedVocab;
 

@@ -90,6 +90,74 @@ impl Logit for f64 {
     }
 }
 
+/// A row's normaliser: log P(t) = (x_t - max) - log_sum, torch's `log_softmax` formula, where
+/// x is a logit divided by the temperature (the rows handed to [`Row`] are at temperature 1).
+/// [`Norm::NONE`] leaves values that already are log-probabilities as they are: (v - 0) - 0 = v.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Norm {
+    pub max: f64,
+    pub log_sum: f64,
+}
+
+impl Norm {
+    pub const NONE: Norm = Norm {
+        max: 0.0,
+        log_sum: 0.0,
+    };
+
+    #[inline(always)]
+    pub fn apply(self, x: f64) -> f64 {
+        (x - self.max) - self.log_sum
+    }
+}
+
+/// A row of the model's output as it came: float32 or float64 values.
+#[derive(Debug, Clone, Copy)]
+pub enum Values<'a> {
+    F32(&'a [f32]),
+    F64(&'a [f64]),
+}
+
+/// One node's next-token row: log P(t) = `norm.apply(values[t])`. The logits themselves with
+/// their [`Norm`], read where the model left them, or float64 log-probabilities with
+/// [`Norm::NONE`].
+#[derive(Debug, Clone, Copy)]
+pub struct Row<'a> {
+    pub values: Values<'a>,
+    pub norm: Norm,
+}
+
+impl<'a> Row<'a> {
+    /// Log-probabilities as they are.
+    pub fn log_probs(values: &'a [f64]) -> Self {
+        Row {
+            values: Values::F64(values),
+            norm: Norm::NONE,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self.values {
+            Values::F32(v) => v.len(),
+            Values::F64(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// log P(t), `None` outside the row.
+    #[inline]
+    pub fn log_p(&self, t: usize) -> Option<f64> {
+        let v = match self.values {
+            Values::F32(v) => v.get(t)?.widen(),
+            Values::F64(v) => *v.get(t)?,
+        };
+        Some(self.norm.apply(v))
+    }
+}
+
 /// `out[r] = log_softmax(logits[r] / temperature)` for each row `r` of `n_cols` values (the
 /// same `n_cols` in `out`); a temperature of 1 divides nothing.
 pub fn log_softmax_rows<T: Logit>(logits: &[T], n_cols: usize, temperature: f64, out: &mut [f64]) {
@@ -101,35 +169,60 @@ pub fn log_softmax_rows<T: Logit>(logits: &[T], n_cols: usize, temperature: f64,
         .chunks_exact(n_cols)
         .zip(out.chunks_exact_mut(n_cols))
     {
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
-            // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            unsafe { row_avx2(z, temperature, o) };
-            continue;
+        let norm = norm_of(z, temperature);
+        if temperature == 1.0 {
+            for (o, &v) in o.iter_mut().zip(z) {
+                *o = norm.apply(v.widen());
+            }
+        } else {
+            for (o, &v) in o.iter_mut().zip(z) {
+                *o = norm.apply(v.widen() / temperature);
+            }
         }
-        row_with(z, temperature, o);
     }
+}
+
+/// The [`Norm`] of each row of `n_cols` logits at temperature 1, without writing the rows: the
+/// marginalisation reads the logits through [`Row`] instead (a float64 copy of every row is
+/// written once and read once more, megabytes per byte on a large vocabulary).
+pub fn row_norms<T: Logit>(logits: &[T], n_cols: usize) -> Vec<Norm> {
+    if n_cols == 0 {
+        return Vec::new();
+    }
+    logits
+        .chunks_exact(n_cols)
+        .map(|z| norm_of(z, 1.0))
+        .collect()
+}
+
+fn norm_of<T: Logit>(z: &[T], temperature: f64) -> Norm {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        return unsafe { norm_avx2(z, temperature) };
+    }
+    norm_with(z, temperature)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn row_avx2<T: Logit>(z: &[T], temperature: f64, out: &mut [f64]) {
-    row_with(z, temperature, out)
+fn norm_avx2<T: Logit>(z: &[T], temperature: f64) -> Norm {
+    norm_with(z, temperature)
 }
 
 #[inline(always)]
-fn row_with<T: Logit>(z: &[T], temperature: f64, out: &mut [f64]) {
+fn norm_with<T: Logit>(z: &[T], temperature: f64) -> Norm {
     if temperature == 1.0 {
-        row_scaled(z, |v: T| v.widen(), out)
+        norm_scaled(z, |v: T| v.widen())
     } else {
-        row_scaled(z, |v: T| v.widen() / temperature, out)
+        norm_scaled(z, |v: T| v.widen() / temperature)
     }
 }
 
-/// One row, `x` the scaled value of a logit: two passes that only read the logits (the
-/// maximum, then the sum of e^(x - max)) and one that writes the row.
+/// Two passes that only read the row, `x` the scaled value of a logit: the maximum, then the
+/// sum of e^(x - max).
 #[inline(always)]
-fn row_scaled<T: Logit>(z: &[T], x: impl Fn(T) -> f64, out: &mut [f64]) {
+fn norm_scaled<T: Logit>(z: &[T], x: impl Fn(T) -> f64) -> Norm {
     let split = z.len() - z.len() % LANES;
     // A NaN is skipped by the maximum and makes the sum NaN.
     let mut max = [f64::NEG_INFINITY; LANES];
@@ -174,9 +267,9 @@ fn row_scaled<T: Logit>(z: &[T], x: impl Fn(T) -> f64, out: &mut [f64]) {
     for e in &e[..z.len() - split] {
         s += e;
     }
-    let log_s = s.ln();
-    for (o, &v) in out.iter_mut().zip(z) {
-        *o = (x(v) - m) - log_s;
+    Norm {
+        max: m,
+        log_sum: s.ln(),
     }
 }
 

@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::Rank;
 
 use super::marginal::Check;
+use super::softmax::Row;
 use super::ByteLm;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,17 +32,12 @@ pub struct Tree {
 impl Tree {
     /// Log-probability of each node's path: `trunk_logp` at the root, then each node's parent's
     /// plus the parent's row at the node's last token (`rows[i]`: log P(t | node i)).
-    pub fn path_logps(&self, trunk_logp: f64, rows: &[&[f64]]) -> Vec<f64> {
+    pub fn path_logps(&self, trunk_logp: f64, rows: &[Row<'_>]) -> Vec<f64> {
         let mut out = vec![trunk_logp; self.nodes.len()];
         for i in 1..self.nodes.len() {
             let p = self.parents[i];
             let last = *self.nodes[i].last().expect("only the root is empty") as usize;
-            out[i] = out[p]
-                + rows
-                    .get(p)
-                    .and_then(|r| r.get(last))
-                    .copied()
-                    .unwrap_or(f64::NAN);
+            out[i] = out[p] + rows.get(p).and_then(|r| r.log_p(last)).unwrap_or(f64::NAN);
         }
         out
     }
