@@ -110,6 +110,12 @@ class _Row(NamedTuple):
             return self.values
         return (self.values.astype(np.float64) - self.norm[0]) - self.norm[1]
 
+    @staticmethod
+    def at(rows: npt.NDArray[Any], norms: npt.NDArray[np.float64] | None, j: int) -> _Row:
+        """Row `j` of one forward's rows and norms."""
+        norm = None if norms is None else (float(norms[j, 0]), float(norms[j, 1]))
+        return _Row(rows[j], norm)
+
 
 class _Rows(NamedTuple):
     """A tree's model outputs: node `i`'s next-token row is `rows[first_row + i]` (with
@@ -232,15 +238,15 @@ class _HFRunner(_Runner):
         if self._cache is None:
             self._cache = transformers.DynamicCache()
         cpu = self._device.type == "cpu"
+
+        def on_device(t: Any) -> Any:
+            return t if cpu else t.to(self._device)  # `.to` costs a dispatch even when a no-op
+
         with torch.no_grad():
             out = self._model(
-                input_ids=torch.from_numpy(ids) if cpu else torch.from_numpy(ids).to(self._device),
-                attention_mask=attn if cpu else attn.to(self._device),
-                position_ids=(
-                    torch.from_numpy(positions)
-                    if cpu
-                    else torch.from_numpy(positions).to(self._device)
-                ),
+                input_ids=on_device(torch.from_numpy(ids)),
+                attention_mask=on_device(attn),
+                position_ids=on_device(torch.from_numpy(positions)),
                 **{self._cache_kw: self._cache},
                 use_cache=True,
             )
@@ -260,16 +266,15 @@ class _HFRunner(_Runner):
         self.forwards += 1
         return rows, norms
 
-    def _chain(self, tokens: Sequence[int]) -> npt.NDArray[np.float64]:
-        """One forward of `tokens` as a causal chain after the cache; returns their rows."""
+    def _chain(self, tokens: Sequence[int]) -> _Row:
+        """One forward of `tokens` as a causal chain after the cache; returns the row after
+        the last one."""
         past, n = len(self._ids), len(tokens)
         mask = np.full((1, 1, n, past + n), self._min, dtype=self._mask_dtype)
         mask[0, 0][np.tril(np.ones((n, past + n), dtype=bool), k=past)] = 0.0
         positions = np.arange(past, past + n, dtype=np.int64)[None]
         rows, norms = self._forward(np.asarray(tokens, dtype=np.int64)[None], positions, mask)
-        if norms is None:
-            return rows
-        return (rows.astype(np.float64) - norms[:, :1]) - norms[:, 1:]
+        return _Row.at(rows, norms, n - 1)
 
     def _sync_trunk(self, want: list[int]) -> int:
         """Crops the cache to its longest prefix shared with `want` (keeping at least one token
@@ -320,8 +325,7 @@ class _HFRunner(_Runner):
                     raise AssertionError("missing row")
                 self._ids.append(t)
                 self._cum.append(cum)
-                norm = None if norms is None else (float(norms[j, 0]), float(norms[j, 1]))
-                prev = _Row(rows_new[j], norm)
+                prev = _Row.at(rows_new, norms, j)
             self._tip = prev
         else:
             tip = self._tip
@@ -589,7 +593,7 @@ class ByteLM(_ByteModel):
         # Hand-over: the cache holds the trunk; feed the chosen cover path as a chain.
         row = None if runner._tip is None else runner._tip.log_probs()
         if tail:
-            row = runner._chain(tail)[-1]
+            row = runner._chain(tail).log_probs()
             runner._ids.extend(tail)
         assert row is not None
         text = bytearray()
@@ -598,7 +602,7 @@ class ByteLM(_ByteModel):
         del text[: len(x) - tree.sigma]
         for i in range(max_new_tokens):
             if i > 0:  # no forward after the last token, as in plain generation
-                row = runner._chain([generated[-1]])[-1]
+                row = runner._chain([generated[-1]]).log_probs()
                 runner._ids.append(generated[-1])
             t = pick(row)
             if t == self.eos_token_id:
