@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use numpy::ndarray::{Array2, Array4, Dimension, Ix1, Ix2};
+use numpy::ndarray::{Array2, Dimension, Ix1, Ix2};
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyReadonlyArray, PyReadonlyArray1, PyReadonlyArray2,
     PyUntypedArray, PyUntypedArrayMethods,
@@ -16,7 +16,7 @@ use tokenmill_core::bytelm::{
 use tokenmill_core::{Error, Rank};
 
 use crate::encoding::CoreBpe;
-use crate::run;
+use crate::{ids_array, mask_array, run, shape_error};
 
 #[pyclass(module = "tokenmill._core", frozen, name = "ByteLmCore")]
 pub struct ByteLmCore {
@@ -85,39 +85,15 @@ impl CoveringTree {
         let shape = (1, 1, n, past + n);
         let (ids, positions, mask) = if float64 {
             let (ids, positions, m) = tree.batch(&chain, past, 0.0, fill);
-            (ids, positions, array4(py, shape, m)?)
+            (ids, positions, mask_array(py, shape, m)?)
         } else {
             let (ids, positions, m) = tree.batch(&chain, past, 0.0f32, fill as f32);
-            (ids, positions, array4(py, shape, m)?)
+            (ids, positions, mask_array(py, shape, m)?)
         };
         let ids = ids.into_iter().map(i64::from).collect();
         let positions = positions.into_iter().map(|p| p as i64).collect();
-        Ok((row(py, ids)?, row(py, positions)?, mask))
+        Ok((ids_array(py, ids)?, ids_array(py, positions)?, mask))
     }
-}
-
-fn shape_error(e: numpy::ndarray::ShapeError) -> PyErr {
-    crate::errors::to_py(Error::InvalidArgument(format!("forward inputs: {e}")))
-}
-
-/// `v` as a (1, len) array, without a copy.
-fn row(py: Python<'_>, v: Vec<i64>) -> PyResult<Bound<'_, PyArray2<i64>>> {
-    let n = v.len();
-    Ok(Array2::from_shape_vec((1, n), v)
-        .map_err(shape_error)?
-        .into_pyarray(py))
-}
-
-/// `v` as an array of `shape`, without a copy.
-fn array4<T: numpy::Element>(
-    py: Python<'_>,
-    shape: (usize, usize, usize, usize),
-    v: Vec<T>,
-) -> PyResult<Bound<'_, PyUntypedArray>> {
-    let a = Array4::from_shape_vec(shape, v).map_err(shape_error)?;
-    Ok(a.into_pyarray(py)
-        .into_any()
-        .cast_into::<PyUntypedArray>()?)
 }
 
 fn bad(what: String) -> PyErr {
@@ -260,9 +236,9 @@ impl ByteLmCore {
     }
 
     /// Test hook: (pairs compared, pairs the plain test finds invalid, disagreements) between
-    /// the validity shortcuts and the
-    /// plain test over the (node, token) pairs that marginalising `data` meets (only the
-    /// tokens that end inside their first character if `keyless_only`).
+    /// the validity shortcuts and the plain test over the (node, token) pairs that
+    /// marginalising `data` meets (only the tokens without a lookahead key, which end inside
+    /// a character, if `keyless_only`).
     #[allow(clippy::type_complexity)]
     #[pyo3(signature = (data, keyless_only=false))]
     fn shortcut_disagreements(

@@ -30,6 +30,36 @@ where
     }
 }
 
+/// A shape error building forward inputs (a bug if it happens: the lengths come from Rust).
+pub(crate) fn shape_error(e: numpy::ndarray::ShapeError) -> PyErr {
+    errors::to_py(tokenmill_core::Error::InvalidArgument(format!(
+        "forward inputs: {e}"
+    )))
+}
+
+/// Token or position ids as a (1, n) array whose buffer is `v` (no copy; `torch.from_numpy`
+/// then shares it).
+pub(crate) fn ids_array(py: Python<'_>, v: Vec<i64>) -> PyResult<Bound<'_, numpy::PyArray2<i64>>> {
+    use numpy::IntoPyArray;
+    let n = v.len();
+    Ok(numpy::ndarray::Array2::from_shape_vec((1, n), v)
+        .map_err(shape_error)?
+        .into_pyarray(py))
+}
+
+/// An attention mask buffer as a (1, 1, n, keys) array of either float type, without a copy.
+pub(crate) fn mask_array<T: numpy::Element>(
+    py: Python<'_>,
+    shape: (usize, usize, usize, usize),
+    m: Vec<T>,
+) -> PyResult<Bound<'_, numpy::PyUntypedArray>> {
+    use numpy::IntoPyArray;
+    let a = numpy::ndarray::Array4::from_shape_vec(shape, m).map_err(shape_error)?;
+    Ok(a.into_pyarray(py)
+        .into_any()
+        .cast_into::<numpy::PyUntypedArray>()?)
+}
+
 /// What one item of a batch produced: ids, a core error, or a caught panic.
 type BatchOutcome = std::thread::Result<tokenmill_core::Result<Vec<tokenmill_core::Rank>>>;
 

@@ -4,16 +4,17 @@
 
 use std::sync::Mutex;
 
-use numpy::ndarray::{Array2, Array4};
+use numpy::ndarray::Array2;
 use numpy::{
-    IntoPyArray, PyArray1, PyArray2, PyReadonlyArray, PyReadonlyArray1, PyReadonlyArray2,
-    PyReadonlyArrayDyn, PyUntypedArray, PyUntypedArrayMethods, ToPyArray,
+    PyArray1, PyArray2, PyReadonlyArray, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArrayDyn,
+    PyUntypedArray, PyUntypedArrayMethods, ToPyArray,
 };
 use pyo3::prelude::*;
 use tokenmill_core::speculative::{self as core, DrafterKind, Verified};
 use tokenmill_core::{Error, Rank};
 
 use crate::errors;
+use crate::{ids_array, mask_array};
 
 fn ids_from_i64(a: impl IntoIterator<Item = i64>, what: &str) -> PyResult<Vec<Rank>> {
     a.into_iter()
@@ -107,22 +108,6 @@ fn inputs_of(
     (ids, pos, mask, expected)
 }
 
-fn shape_err(e: numpy::ndarray::ShapeError) -> PyErr {
-    errors::to_py(Error::InvalidArgument(format!("forward inputs: {e}")))
-}
-
-/// The mask buffer as a (1, 1, n, keys) array of either float type, without a copy.
-fn mask_array<T: numpy::Element>(
-    py: Python<'_>,
-    shape: (usize, usize, usize, usize),
-    m: Vec<T>,
-) -> PyResult<Bound<'_, PyUntypedArray>> {
-    let a = Array4::from_shape_vec(shape, m).map_err(shape_err)?;
-    Ok(a.into_pyarray(py)
-        .into_any()
-        .cast_into::<PyUntypedArray>()?)
-}
-
 fn inputs_to_py<'py>(
     py: Python<'py>,
     (ids, pos, mask, expected): InputParts,
@@ -130,16 +115,13 @@ fn inputs_to_py<'py>(
 ) -> PyResult<ForwardInputs<'py>> {
     // `prefix_len`: cache slots, live or dead (the mask's key columns before the tree's).
     let n = ids.len();
-    // The vectors become the arrays' buffers (no copy); torch.from_numpy then shares them.
-    let ids = Array2::from_shape_vec((1, n), ids).map_err(shape_err)?;
-    let pos = Array2::from_shape_vec((1, n), pos).map_err(shape_err)?;
     let shape = (1, 1, n, prefix_len + n);
     let mask = match mask {
         None => None,
         Some(Mask::F32(m)) => Some(mask_array(py, shape, m)?),
         Some(Mask::F64(m)) => Some(mask_array(py, shape, m)?),
     };
-    Ok((ids.into_pyarray(py), pos.into_pyarray(py), mask, expected))
+    Ok((ids_array(py, ids)?, ids_array(py, pos)?, mask, expected))
 }
 
 fn verified(v: &Verified, tree: &core::DraftTree) -> (Vec<usize>, Vec<Rank>) {
