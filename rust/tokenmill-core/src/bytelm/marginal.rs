@@ -275,22 +275,15 @@ impl<'a> Check<'a> {
             // nothing valid), its key is one of these.
             let keys = self.lm.completion_keys(bytes);
             let mut all_invalid = !keys.is_empty();
-            // The node every key hands its tokens over to, if it is one and the same.
-            let mut to: Option<Option<usize>> = None;
+            // The node the keys hand their tokens over to, and whether they all do, to it.
+            let (mut to, mut one_node) = (None, true);
             for key in keys.iter() {
                 let rule = self.rule(n, key)?;
-                if !matches!(rule, Local::Invalid) {
-                    all_invalid = false;
+                all_invalid &= matches!(rule, Local::Invalid);
+                match rule {
+                    Local::To(m) if to.is_none_or(|t| t == m) => to = Some(m),
+                    _ => one_node = false,
                 }
-                let m = match rule {
-                    Local::To(m) => Some(m),
-                    _ => None,
-                };
-                to = Some(match to {
-                    None => m,
-                    Some(prev) if prev == m => m,
-                    Some(_) => None,
-                });
             }
             if all_invalid {
                 return Ok(false);
@@ -298,7 +291,7 @@ impl<'a> Check<'a> {
             // Every way to complete the character starts a piece at the same anchor: as for a
             // whole key, the token is valid there exactly when it is valid after the shorter
             // node, whose table many nodes share (after indentation: the start of a text).
-            if let Some(Some(m)) = to {
+            if let (Some(m), true) = (to, one_node) {
                 return self.valid_in(m, id, bytes);
             }
             // Nearly always valid, through the plainest witness: the end of text.
@@ -490,10 +483,10 @@ impl ByteLm {
     /// shortcuts (and the caches as they are, [`Check::settle_by_key`] included) and with the
     /// plain extension-probe test. Returns how many pairs were compared, how many of them the
     /// plain test finds invalid, and those where the two disagree, as (node path, token,
-    /// shortcut, plain). `keyless_only`: only the tokens
-    /// without a lookahead key (those that end inside their first character, decided through
-    /// the completions of that character), which keeps the plain test affordable on large
-    /// vocabularies.
+    /// shortcut, plain). `keyless_only`: only the tokens without a lookahead key (those that
+    /// end inside a character, their first or the one after a leading whitespace run, decided
+    /// through the completions of that character), which keeps the plain test affordable on
+    /// large vocabularies.
     #[allow(clippy::type_complexity)]
     pub fn shortcut_disagreements(
         &self,
