@@ -5,12 +5,12 @@ files, 300 bytes each cut to a line start), `next_byte_logprobs` of every prefix
 `time.process_time` (CPU time of this process: less disturbed than wall time when other work
 shares the cores). "model" is the model's own `forward` (`nn.Module.__call__` around it,
 about 15 us per call, counts as tokenmill's); everything else is tokenmill's: "logits" the rest
-of `_HFRunner._forward` (the inputs handed to torch, the logits' log-softmax in Rust), `tree`
+of `_HFRunner._forward` (the inputs handed to torch, the logits' normalisers in Rust), `tree`
 and `marginalize_rows` the calls on `ByteLM.core` (the latter also normalises the bins), "glue"
 the remaining Python (cache bookkeeping and crop, this loop). The share is tokenmill's time
 against the model's, as the issue's target reads. (Until 2026-12-07 the table counted all of
 `_forward`, the log-softmax and mask included, as the model's, and took the share of the
-total: 5.5% there was 9.9% by this measure.)
+total: code-a's 5.5-5.8% there was 10.7-11.1% by this measure.)
 
     python benches/bytelm_cpu_split.py [--models code-a,code-b] [--seed 1] [--bytes N] [--dump DIR]
 

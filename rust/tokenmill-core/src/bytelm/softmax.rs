@@ -1,11 +1,13 @@
-//! The model's logits as float64 next-token log-probabilities, row by row.
+//! The model's logits as next-token log-probabilities, row by row.
 //!
 //! Every forward hands over one logits row per new node, the whole vocabulary each (4k to
 //! 128k values), and each row needs its normaliser: one `exp` per value. Through torch
 //! (`.to(float64)`, `log_softmax`, `.numpy()`) that was a fifth to a third of tokenmill's own
 //! CPU time per byte on the benchmark models, most of it dispatch and two extra passes over
-//! fresh float64 copies. Here the float32 (or float64) logits are read in place and each row is
-//! written once, with a vectorisable `exp`.
+//! fresh float64 copies. Here the float32 (or float64) logits are read in place: [`row_norms`]
+//! computes each row's [`Norm`] in two read-only passes, and the marginalisation applies it as
+//! it reads a [`Row`], so no float64 copy of the rows is written (9 MB per byte on a 128k
+//! vocabulary). [`log_softmax_rows`] writes the same values out where float64 rows are needed.
 //!
 //! The arithmetic is torch's `log_softmax` on the float64 values divided by the temperature:
 //! `(x - max) - ln(sum(exp(x - max)))`, so a row holding NaN, or `+inf`, or only `-inf`
@@ -22,11 +24,11 @@ const LANES: usize = 8;
 
 /// e^x for each lane, `EXP_LO <= x <= 0` (and NaN for NaN), without a division
 /// ([`super::fold::exp`]'s dominated this loop), each step a loop over the lanes so that the
-/// compiler vectorises it, the polynomial in fused multiply-adds (`mul_add`, one `vfmadd` in
-/// the AVX2 build and the same correctly rounded result in the portable one): x = n ln 2 + r with |r| <= ln 2 / 2
-/// (Cody-Waite, `n * C1` exact), e^r by its Taylor polynomial of degree 13 (the remainder is
-/// below 1e-17 relative), 2^n into the exponent bits. Within a few ulps of `f64::exp`
-/// (tested); these terms only form a row's normaliser.
+/// compiler vectorises it, the polynomial in fused multiply-adds (`mul_add`: one `vfmadd` in
+/// the AVX2 build, the same correctly rounded result in the portable one): x = n ln 2 + r with
+/// |r| <= ln 2 / 2 (Cody-Waite, `n * C1` exact), e^r by its Taylor polynomial of degree 13
+/// (the remainder is below 1e-17 relative), 2^n into the exponent bits. Within a few ulps of
+/// `f64::exp` (tested); these terms only form a row's normaliser.
 #[inline(always)]
 fn exp_lanes(x: &[f64; LANES]) -> [f64; LANES] {
     const LOG2E: f64 = std::f64::consts::LOG2_E;
