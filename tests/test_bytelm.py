@@ -213,7 +213,7 @@ def test_distributions_sum_to_one_and_cached_forward_is_exact(pattern: str, arch
 
 @pytest.mark.parametrize(("dtype", "arch"), [("float32", "llama"), ("bfloat16", "gpt2")])
 def test_low_precision_models_match_full_forwards(dtype: str, arch: str) -> None:
-    # float32 logits reach the Rust log-softmax in place; bfloat16 ones are widened first; both
+    # float32 logits reach the Rust normalisers in place; bfloat16 ones are widened first; both
     # models take the tree mask built in float32 (converted for bfloat16). Batched, cached
     # forwards differ from full ones by the dtype's rounding, hence the tolerances.
     from tokenmill.models import tiny_causal_lm, tiny_tokenizer
