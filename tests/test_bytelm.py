@@ -273,6 +273,9 @@ def test_log_softmax_equals_torch() -> None:
     for t in (0.0, -1.0, math.inf, math.nan):
         with pytest.raises(ValueError, match="temperature"):
             _core.log_softmax(z.numpy(), t)
+    with pytest.raises(ValueError, match="empty"):
+        _core.row_norms(np.zeros((3, 0), dtype=np.float32))
+    assert _core.row_norms(np.zeros((0, 5), dtype=np.float32)).shape == (0, 2)
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)

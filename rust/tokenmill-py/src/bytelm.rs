@@ -179,6 +179,9 @@ fn row_norms<'py>(
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
     let a = Floats::<Ix2>::extract(logits, "logits")?;
     let (n, cols) = (a.shape()[0], a.shape()[1]);
+    if cols == 0 && n > 0 {
+        return Err(bad("logits rows must not be empty (no vocabulary)".into()));
+    }
     let values = a.values("logits")?;
     let norms = run(py, || {
         Ok(match values {
