@@ -140,21 +140,15 @@ fn fold_valid_with<T: Logit>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{ulps, xorshift};
     use super::*;
-
-    fn ulps(a: f64, b: f64) -> u64 {
-        (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs()
-    }
 
     #[test]
     fn exp_is_within_two_ulps_of_libm_over_its_range() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         let mut worst = 0;
         for i in 0..2_000_000u64 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let u = (state >> 11) as f64 / (1u64 << 53) as f64;
+            let u = (next() >> 11) as f64 / (1u64 << 53) as f64;
             // Half the samples where log-probabilities live, half over the whole range.
             let x = if i % 2 == 0 {
                 -60.0 * u
@@ -180,13 +174,7 @@ mod tests {
     #[test]
     fn fold_equals_the_plain_loop_with_libm() {
         let vocab = 1000 + LANES / 2; // a remainder after the lanes
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         for case in 0..6 {
             let mut row: Vec<f64> = (0..vocab)
                 .map(|_| -((next() % 40_000) as f64) / 1000.0)

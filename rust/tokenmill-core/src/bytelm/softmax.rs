@@ -277,6 +277,7 @@ fn norm_scaled<T: Logit>(z: &[T], x: impl Fn(T) -> f64) -> Norm {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{ulps, xorshift};
     use super::*;
 
     /// torch's formula with libm, value by value.
@@ -299,7 +300,7 @@ mod tests {
         for i in 0..=2_000_000u64 {
             let x = EXP_LO * i as f64 / 2e6;
             let (a, b) = (exp_lanes(&[x; LANES])[0], x.exp());
-            worst = worst.max((a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs());
+            worst = worst.max(ulps(a, b));
         }
         assert!(worst <= 4, "{worst} ulps");
         assert!(exp_lanes(&[f64::NAN; LANES])[3].is_nan());
@@ -307,13 +308,7 @@ mod tests {
 
     #[test]
     fn rows_equal_the_plain_formula() {
-        let mut state = 0x51f1_5e11_d00d_f00du64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x51f1_5e11_d00d_f00d);
         let n_cols = 1003; // a remainder after the lanes
         for case in 0..8 {
             let mut z: Vec<f32> = (0..2 * n_cols)

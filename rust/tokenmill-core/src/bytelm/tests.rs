@@ -4,6 +4,22 @@ use rand::{Rng, SeedableRng};
 use super::*;
 use crate::pretokenize::{GPT2_PATTERN, LLAMA3_PATTERN};
 
+/// Marsaglia's xorshift64, for the float tests' samples (cheap, and the same sequence for a
+/// seed whatever the `rand` version).
+pub(super) fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
+/// The distance between two floats in units in the last place.
+pub(super) fn ulps(a: f64, b: f64) -> u64 {
+    (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs()
+}
+
 /// A small vocabulary: all bytes plus merges that make the interesting cases happen (tokens
 /// across what would be piece boundaries, contractions, whitespace runs).
 fn toy(pattern: &str) -> ByteLm {
