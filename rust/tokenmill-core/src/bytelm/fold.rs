@@ -4,56 +4,17 @@
 //! A node ending at the end of the prefix reads all of its row (the vocabulary: 4k to 128k
 //! tokens), and on code most of the tokens are valid there, so this is one `exp` per token, a
 //! few thousand per byte. `f64::exp` (libm) is a call per token that the compiler cannot
-//! vectorise; [`exp`] is a branch-free polynomial (Cephes' `exp`: a Padé form accurate to
-//! about 1 ulp) that it can, lanes of eight tokens at a time, with the validity table read as a
-//! select rather than a branch. Values outside the polynomial's range (below -708, where the
-//! result leaves the normal numbers, above 709, infinities and NaN) go to `f64::exp`, a lane
-//! group at a time, so those come out exactly as before. The bins are summed in token-id order
-//! either way; invalid tokens add 0.0, which changes no sum.
+//! vectorise; [`exp_lanes`] is a branch-free polynomial that it can, lanes of eight tokens at
+//! a time, with the validity table read as a select rather than a branch. Values outside the
+//! polynomial's range (below -708, where the result leaves the normal numbers, above 709,
+//! infinities and NaN) go to `f64::exp`, a lane group at a time, so those come out exactly as
+//! before. The bins are summed in token-id order either way; invalid tokens add 0.0, which
+//! changes no sum.
 
 #[cfg(target_arch = "x86_64")]
 use crate::simd::has_avx2;
 
-use super::softmax::{Logit, Norm, Row, Values};
-
-const LANES: usize = 8;
-/// The range where [`exp`] is used: its result is a normal number there.
-pub(super) const LO: f64 = -708.0;
-const HI: f64 = 709.0;
-
-/// e^x for `LO <= x <= HI`, within about 1 ulp of `f64::exp`: x = n ln 2 + r with |r| <= ln 2 / 2
-/// (Cody-Waite: `n * C1` is exact), e^r = 1 + 2 r P(r^2) / (Q(r^2) - r P(r^2)) (Cephes), and
-/// 2^n written into the exponent bits.
-#[inline(always)]
-pub(super) fn exp(x: f64) -> f64 {
-    const LOG2E: f64 = std::f64::consts::LOG2_E;
-    const C1: f64 = 6.931_457_519_531_25e-1;
-    const C2: f64 = 1.428_606_820_309_417_3e-6;
-    // 1.5 * 2^52: adding it rounds to an integer, which then sits in the low mantissa bits.
-    const MAGIC: f64 = 6_755_399_441_055_744.0;
-    let t = x * LOG2E + MAGIC;
-    let n = t - MAGIC;
-    let r = x - n * C1 - n * C2;
-    let rr = r * r;
-    let p = r * ((1.261_771_930_748_105_8e-4 * rr + 3.029_944_077_074_419_5e-2) * rr + 1.0);
-    let q = ((3.001_985_051_386_644_6e-6 * rr + 2.524_483_403_496_841e-3) * rr
-        + 2.272_655_482_081_550_3e-1)
-        * rr
-        + 2.0;
-    let e = 1.0 + 2.0 * (p / (q - p));
-    let ni = t.to_bits().wrapping_sub(MAGIC.to_bits());
-    e * f64::from_bits(ni.wrapping_add(1023) << 52)
-}
-
-/// [`exp`] of each lane, the same operations staged lane by lane (vectorisable).
-#[inline(always)]
-fn exp_lanes(x: &[f64; LANES]) -> [f64; LANES] {
-    let mut e = [0.0f64; LANES];
-    for l in 0..LANES {
-        e[l] = exp(x[l]);
-    }
-    e
-}
+use super::softmax::{exp_lanes, Logit, Norm, Row, Values, EXP_HI as HI, EXP_LO as LO, LANES};
 
 /// `bins[first[t]] += e^(base + log P(t))` for every token `t` with `states[t] == 2` (valid),
 /// in token-id order, over the tokens the row and both slices cover.
@@ -112,23 +73,28 @@ fn fold_valid_with<T: Logit>(
         .zip(first[..split].chunks_exact(LANES))
     {
         // Invalid lanes compute e^0 and add nothing: no branch per token. Each step is a loop
-        // over the lanes of its own, so that the compiler turns it into vector operations.
-        let mut in_range = true;
+        // over the lanes of its own, so that the compiler turns it into vector operations
+        // (the range test too: a reduction over `bool`s stays scalar, one over masks does not).
+        let s: &[u8; LANES] = s.try_into().expect("chunks of LANES");
+        let mut keep = [0u64; LANES];
         for l in 0..LANES {
-            x[l] = if s[l] == 2 {
-                base + norm.apply(r[l].widen())
-            } else {
-                0.0
-            };
-            in_range &= (x[l] >= LO) & (x[l] <= HI);
+            keep[l] = if s[l] == 2 { u64::MAX } else { 0 };
         }
-        let e = if in_range {
+        for l in 0..LANES {
+            let v = base + norm.apply(r[l].widen());
+            x[l] = f64::from_bits(v.to_bits() & keep[l]);
+        }
+        let mut out = 0u64;
+        for &v in &x {
+            out |= u64::from(!(LO..=HI).contains(&v));
+        }
+        let e = if out == 0 {
             exp_lanes(&x)
         } else {
             x.map(f64::exp)
         };
         for l in 0..LANES {
-            bins[f[l] as usize] += if s[l] == 2 { e[l] } else { 0.0 };
+            bins[f[l] as usize] += f64::from_bits(e[l].to_bits() & keep[l]);
         }
     }
     for t in split..n {
@@ -140,36 +106,8 @@ fn fold_valid_with<T: Logit>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{ulps, xorshift};
+    use super::super::tests::xorshift;
     use super::*;
-
-    #[test]
-    fn exp_is_within_two_ulps_of_libm_over_its_range() {
-        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
-        let mut worst = 0;
-        for i in 0..2_000_000u64 {
-            let u = (next() >> 11) as f64 / (1u64 << 53) as f64;
-            // Half the samples where log-probabilities live, half over the whole range.
-            let x = if i % 2 == 0 {
-                -60.0 * u
-            } else {
-                LO + (HI - LO) * u
-            };
-            worst = worst.max(ulps(exp(x), x.exp()));
-        }
-        for x in [
-            LO,
-            HI,
-            0.0,
-            -0.0,
-            1e-300,
-            -1e-300,
-            0.5 * std::f64::consts::LN_2,
-        ] {
-            worst = worst.max(ulps(exp(x), x.exp()));
-        }
-        assert!(worst <= 2, "{worst} ulps");
-    }
 
     #[test]
     fn fold_equals_the_plain_loop_with_libm() {
