@@ -211,6 +211,25 @@ def test_distributions_sum_to_one_and_cached_forward_is_exact(pattern: str, arch
     assert lm.forwards <= len(x) + 1  # at most one forward per byte
 
 
+def test_forwards_run_without_gradients_and_leave_the_mode_as_found() -> None:
+    # The runner switches gradients off around each forward itself (no context manager), and
+    # not at all when the caller already has.
+    tok, model, _ = small_setup("gpt2-hf")
+    seen: list[bool] = []
+    hook = model.register_forward_hook(lambda *_: seen.append(torch.is_grad_enabled()))
+    try:
+        with_grad = ByteLM(model, tok).next_byte_logprobs(CODE[:12])
+        assert torch.is_grad_enabled()
+        with torch.no_grad():
+            without = ByteLM(model, tok).next_byte_logprobs(CODE[:12])
+            assert not torch.is_grad_enabled()
+        assert torch.is_grad_enabled()
+    finally:
+        hook.remove()
+    assert len(seen) >= 2 and not any(seen)
+    np.testing.assert_array_equal(with_grad, without)
+
+
 @pytest.mark.parametrize(("dtype", "arch"), [("float32", "llama"), ("bfloat16", "gpt2")])
 def test_low_precision_models_match_full_forwards(dtype: str, arch: str) -> None:
     # float32 logits reach the Rust normalisers in place; bfloat16 ones are widened first; both
