@@ -156,6 +156,20 @@ impl ByteLm {
         Ok(out)
     }
 
+    /// [`ByteLm::stable_point`] and [`ByteLm::stable_head`] from one pre-tokenization of `x`
+    /// (it is linear in the length of `x`, the whole text before the cursor).
+    pub fn stable(&self, x: &[u8]) -> Result<(usize, Vec<Rank>)> {
+        let head = &x[..x.len() - incomplete_tail(x)];
+        let mut pieces = Vec::new();
+        self.pieces(head, &mut pieces)?;
+        let sigma = stable_point_of(head, &pieces);
+        let mut out = Vec::new();
+        for &(a, b) in pieces.iter().take_while(|&&(_, b)| b <= sigma) {
+            self.enc.bpe().encode_piece(&x[a..b], &mut out)?;
+        }
+        Ok((sigma, out))
+    }
+
     /// The stable point of `x`: every extension of `x` is encoded as [`ByteLm::stable_head`]
     /// followed by an encoding of the rest on its own.
     pub fn stable_point(&self, x: &[u8]) -> Result<usize> {
@@ -247,8 +261,7 @@ impl ByteLm {
             let ok = path.len() >= n_head && path[..n_head] == whole[..n_head];
             (s, ok.then_some(n_head))
         } else {
-            let s = self.stable_point(&y)?;
-            let head = self.stable_head(&y, s)?;
+            let (s, head) = self.stable(&y)?;
             (s, path.starts_with(&head).then_some(head.len()))
         };
         let Some(n_head) = head_ok else {

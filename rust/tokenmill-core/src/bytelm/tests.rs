@@ -98,6 +98,8 @@ fn stable_point_holds_for_extensions() {
             let e = random_text(&mut rng, 6);
             let sigma = lm.stable_point(&x).unwrap();
             let head = lm.stable_head(&x, sigma).unwrap();
+            // The tree's one-pass form gives the same.
+            assert_eq!(lm.stable(&x).unwrap(), (sigma, head.clone()));
             let full = [&x[..], &e[..]].concat();
             let mut pieces = Vec::new();
             lm.pieces(&full, &mut pieces).unwrap();

@@ -90,8 +90,7 @@ impl Tree {
 
 impl ByteLm {
     pub fn tree(&self, x: &[u8]) -> Result<Tree> {
-        let sigma = self.stable_point(x)?;
-        let trunk = self.stable_head(x, sigma)?;
+        let (sigma, trunk) = self.stable(x)?;
         let window = &x[sigma..];
         let mut tree = Tree {
             sigma,
