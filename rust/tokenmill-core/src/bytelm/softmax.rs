@@ -23,15 +23,16 @@ pub(super) const LANES: usize = 8;
 pub(super) const EXP_LO: f64 = -708.0;
 pub(super) const EXP_HI: f64 = 709.0;
 
-/// e^x for each lane, `EXP_LO <= x <= EXP_HI` (and NaN for NaN), without a division (Cephes'
-/// Padé form, used before, spent most of its time in it), each step a loop over the lanes so
-/// that the compiler vectorises it, the polynomial in fused multiply-adds (`mul_add`: one `vfmadd` in
-/// the AVX2 build, the same correctly rounded result in the portable one). x = (32 n + j)
-/// ln 2 / 32 + r with |r| <= ln 2 / 64 (Cody-Waite, `n * C1` exact); e^r by its Taylor
-/// polynomial of degree 6 (the remainder is below 4e-18 relative), times 2^(j / 32) from a
-/// table of 32 correctly rounded values, times 2^n written into the exponent bits. Within a
-/// few ulps of `f64::exp` (tested). A degree-13 polynomial over |r| <= ln 2 / 2, without the
-/// table, took twice the multiply-adds (a 4096-wide normaliser: 1.32 -> 1.08 ns per value).
+/// e^x for each lane, `EXP_LO <= x <= EXP_HI` (and NaN for NaN), for the normalisers and the
+/// fold. No division (Cephes' Padé form, used before in the fold, spent most of its time in
+/// one); each step a loop over the lanes so that the compiler vectorises it; the polynomial in
+/// fused multiply-adds (`mul_add`: one `vfmadd` in the AVX2 build, the same correctly rounded
+/// result in the portable one). x = (32 n + j) ln 2 / 32 + r with |r| <= ln 2 / 64
+/// (Cody-Waite, `n * C1` exact); e^r by its Taylor polynomial of degree 6 (the remainder is
+/// below 4e-18 relative), times 2^(j / 32) from a table of 32 correctly rounded values, times
+/// 2^n written into the exponent bits. Within 2 ulps of `f64::exp` (tested). A degree-13
+/// polynomial over |r| <= ln 2 / 2, without the table, took twice the multiply-adds (a
+/// 4096-wide normaliser: 1.32 -> 1.08 ns per value).
 #[inline(always)]
 pub(super) fn exp_lanes(x: &[f64; LANES]) -> [f64; LANES] {
     const K: f64 = 32.0 * std::f64::consts::LOG2_E;
