@@ -147,37 +147,45 @@ impl ByteLm {
     /// pieces of `x` before it, encoded (not `canonical(&x[..sigma])`, which would see the end
     /// of text there: `\s++$` matches differently).
     pub fn stable_head(&self, x: &[u8], sigma: usize) -> Result<Vec<Rank>> {
-        let mut pieces = Vec::new();
-        self.pieces(&x[..x.len() - incomplete_tail(x)], &mut pieces)?;
-        let mut out = Vec::new();
-        for (a, b) in pieces.into_iter().take_while(|&(_, b)| b <= sigma) {
-            self.enc.bpe().encode_piece(&x[a..b], &mut out)?;
-        }
-        Ok(out)
+        let pieces = self.head_pieces(x)?;
+        self.encode_until(x, &pieces, sigma)
     }
 
     /// [`ByteLm::stable_point`] and [`ByteLm::stable_head`] from one pre-tokenization of `x`
     /// (it is linear in the length of `x`, the whole text before the cursor).
     pub fn stable(&self, x: &[u8]) -> Result<(usize, Vec<Rank>)> {
-        let head = &x[..x.len() - incomplete_tail(x)];
-        let mut pieces = Vec::new();
-        self.pieces(head, &mut pieces)?;
-        let sigma = stable_point_of(head, &pieces);
-        let mut out = Vec::new();
-        for &(a, b) in pieces.iter().take_while(|&&(_, b)| b <= sigma) {
-            self.enc.bpe().encode_piece(&x[a..b], &mut out)?;
-        }
-        Ok((sigma, out))
+        let pieces = self.head_pieces(x)?;
+        let sigma = stable_point_of(head_of(x), &pieces);
+        Ok((sigma, self.encode_until(x, &pieces, sigma)?))
     }
 
     /// The stable point of `x`: every extension of `x` is encoded as [`ByteLm::stable_head`]
     /// followed by an encoding of the rest on its own.
     pub fn stable_point(&self, x: &[u8]) -> Result<usize> {
-        let head = &x[..x.len() - incomplete_tail(x)];
-        let mut pieces = Vec::new();
-        self.pieces(head, &mut pieces)?;
-        Ok(stable_point_of(head, &pieces))
+        let pieces = self.head_pieces(x)?;
+        Ok(stable_point_of(head_of(x), &pieces))
     }
+
+    /// The pieces of [`head_of`] `x`: what the stable point and the stable head are read from.
+    fn head_pieces(&self, x: &[u8]) -> Result<Vec<(usize, usize)>> {
+        let mut pieces = Vec::new();
+        self.pieces(head_of(x), &mut pieces)?;
+        Ok(pieces)
+    }
+
+    /// The encodings of the pieces of `x` that end by `sigma`.
+    fn encode_until(&self, x: &[u8], pieces: &[(usize, usize)], sigma: usize) -> Result<Vec<Rank>> {
+        let mut out = Vec::new();
+        for &(a, b) in pieces.iter().take_while(|&&(_, b)| b <= sigma) {
+            self.enc.bpe().encode_piece(&x[a..b], &mut out)?;
+        }
+        Ok(out)
+    }
+}
+
+/// `x` without an incomplete character at its end.
+fn head_of(x: &[u8]) -> &[u8] {
+    &x[..x.len() - incomplete_tail(x)]
 }
 
 /// [`ByteLm::stable_point`] of `head` (no incomplete character at its end) from its pieces.
